@@ -1,0 +1,155 @@
+"""Image decoding and preprocessing shared by training and inference.
+
+Everything a model sees goes through `load_image` (untrusted bytes -> RGB PIL image),
+`to_model_size` (RGB image -> square uint8 array at the card's size) and `normalize`
+(uint8 batch -> float batch with the card's mean/std). Training calls the same three
+functions, so a model never sees pixels prepared differently from how it was trained.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import warnings
+from pathlib import Path
+from typing import Sequence, Union
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+# A photo from a phone is ~12-50 Mpx; anything far beyond is a decompression bomb.
+MAX_PIXELS = 60_000_000
+MAX_BYTES = 50 * 1024 * 1024
+MIN_SIDE = 32
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff", ".gif")
+
+ImageSource = Union[str, os.PathLike, bytes, bytearray, memoryview, Image.Image]
+
+
+class ImageError(ValueError):
+    """An input that cannot become a model image; the message is meant for the user."""
+
+
+def _open(source: ImageSource) -> tuple[Image.Image, str]:
+    if isinstance(source, Image.Image):
+        return source, "image"
+    if isinstance(source, (bytes, bytearray, memoryview)):
+        data = bytes(source)
+        name = "upload"
+    else:
+        path = Path(source)
+        name = path.name
+        if not path.exists():
+            raise ImageError(f"{path}: no such file")
+        if path.is_dir():
+            raise ImageError(f"{path}: is a folder, not an image")
+        size = path.stat().st_size
+        if size > MAX_BYTES:
+            raise ImageError(f"{name}: file is {size / 2**20:.0f} MB, more than the {MAX_BYTES // 2**20} MB allowed")
+        data = path.read_bytes()
+    if not data:
+        raise ImageError(f"{name}: the file is empty")
+    if len(data) > MAX_BYTES:
+        raise ImageError(f"{name}: file is {len(data) / 2**20:.0f} MB, more than the {MAX_BYTES // 2**20} MB allowed")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            img = Image.open(io.BytesIO(data))
+    except (UnidentifiedImageError, Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        if isinstance(exc, UnidentifiedImageError):
+            head = data[:12]
+            if head[4:12] in (b"ftypheic", b"ftypheix", b"ftypmif1", b"ftypavif", b"ftyphevc"):
+                raise ImageError(f"{name}: HEIC/AVIF photos are not supported; export the photo as JPEG or PNG") from None
+            raise ImageError(f"{name}: not an image this app can read (JPEG, PNG, WebP, BMP, TIFF or GIF)") from None
+        raise ImageError(f"{name}: image is too large (more than {MAX_PIXELS:,} pixels)") from None
+    except Exception as exc:  # PIL raises a zoo of errors on hostile headers
+        raise ImageError(f"{name}: cannot read the image ({type(exc).__name__})") from None
+    return img, name
+
+
+def load_image(source: ImageSource) -> Image.Image:
+    """Decode an untrusted image into an upright 8-bit RGB PIL image, or raise ImageError."""
+    img, name = _open(source)
+    w, h = img.size
+    if w * h > MAX_PIXELS:
+        raise ImageError(f"{name}: image is too large ({w}x{h}; at most {MAX_PIXELS:,} pixels)")
+    if min(w, h) < MIN_SIDE:
+        raise ImageError(f"{name}: image is too small ({w}x{h}); at least {MIN_SIDE} px on each side is needed")
+    try:
+        if getattr(img, "is_animated", False):
+            img.seek(0)
+        img.load()
+        img = ImageOps.exif_transpose(img)
+        img = _to_rgb(img)
+    except ImageError:
+        raise
+    except (OSError, SyntaxError, ValueError, EOFError) as exc:
+        msg = str(exc).lower()
+        if "truncated" in msg or "broken" in msg or isinstance(exc, EOFError):
+            raise ImageError(f"{name}: the image file is truncated or damaged") from None
+        raise ImageError(f"{name}: cannot decode the image ({exc})") from None
+    except Exception as exc:
+        raise ImageError(f"{name}: cannot decode the image ({type(exc).__name__})") from None
+    return img
+
+
+def _to_rgb(img: Image.Image) -> Image.Image:
+    mode = img.mode
+    if mode == "RGB":
+        return img
+    if mode in ("I;16", "I;16B", "I;16L", "I", "F"):
+        arr = np.asarray(img, dtype=np.float64)
+        lo, hi = float(arr.min()), float(arr.max())
+        scale = 255.0 / (hi - lo) if hi > lo else 0.0
+        arr = ((arr - lo) * scale).clip(0, 255).astype(np.uint8)
+        return Image.fromarray(arr, "L").convert("RGB")
+    if mode == "P":
+        img = img.convert("RGBA" if "transparency" in img.info else "RGB")
+        mode = img.mode
+    if mode in ("RGBA", "LA", "PA", "RGBa", "La"):
+        img = img.convert("RGBA")
+        background = Image.new("RGBA", img.size, (255, 255, 255, 255))
+        return Image.alpha_composite(background, img).convert("RGB")
+    if mode == "CMYK":
+        return img.convert("RGB")
+    return img.convert("RGB")
+
+
+def to_model_size(img: Image.Image, size: int) -> np.ndarray:
+    """Centre-crop to a square and resize to `size`: HxWx3 uint8.
+
+    Dermoscopy centres the lesion, so a centre crop keeps it while a squash would distort
+    its shape, which is itself a malignancy cue.
+    """
+    w, h = img.size
+    side = min(w, h)
+    left, top = (w - side) // 2, (h - side) // 2
+    img = img.crop((left, top, left + side, top + side))
+    if side != size:
+        img = img.resize((size, size), Image.BILINEAR, reducing_gap=None)
+    return np.asarray(img, dtype=np.uint8).copy()
+
+
+def normalize(batch, mean: Sequence[float], std: Sequence[float], channels_last: bool = False):
+    """uint8 images -> float32 normalised with the card's mean/std.
+
+    Accepts a torch tensor (N,3,H,W or N,H,W,3 with channels_last) or a numpy array;
+    returns the same kind.
+    """
+    if type(batch).__module__.startswith("torch"):
+        import torch
+
+        shape = (1, 1, 1, 3) if channels_last else (1, 3, 1, 1)
+        m = torch.tensor(mean, dtype=torch.float32, device=batch.device).view(shape) * 255.0
+        s = torch.tensor(std, dtype=torch.float32, device=batch.device).view(shape) * 255.0
+        return (batch.float() - m) / s
+    arr = np.asarray(batch, dtype=np.float32)
+    shape = (1, 1, 1, 3) if channels_last else (1, 3, 1, 1)
+    m = np.asarray(mean, dtype=np.float32).reshape(shape) * 255.0
+    s = np.asarray(std, dtype=np.float32).reshape(shape) * 255.0
+    return (arr - m) / s
+
+
+def prepare(source: ImageSource, size: int) -> np.ndarray:
+    """Untrusted input -> HxWx3 uint8 at model size (the cached form training keeps in memory)."""
+    return to_model_size(load_image(source), size)
