@@ -72,3 +72,21 @@ def available_models() -> dict[str, bool]:
     from .registry import MODEL_NAMES
 
     return {n: shipped_checkpoint(n).exists() and card_path(shipped_checkpoint(n)).exists() for n in MODEL_NAMES}
+
+
+def save_torch_weights(model, card: dict[str, Any], path: str | os.PathLike, half: bool = False) -> Path:
+    """Write `<path>` (state dict, optionally fp16) and `<path>.json` (the card), each atomically."""
+    import io
+
+    import torch
+
+    from .registry import atomic_write_bytes, write_card
+
+    path = Path(path)
+    state = {k: (v.half() if half and v.is_floating_point() else v).detach().cpu().contiguous()
+             for k, v in model.state_dict().items()}
+    buf = io.BytesIO()
+    torch.save({"model": state, "format": 1}, buf)
+    atomic_write_bytes(path, buf.getvalue())
+    write_card(card_path(path), card)
+    return path
