@@ -1,0 +1,184 @@
+"""The training command: arguments, run directory, distributed setup, dispatch by framework."""
+
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import sys
+import time
+import traceback
+from pathlib import Path
+from typing import Any
+
+from models.registry import MODEL_NAMES, spec
+
+from .rundir import RunWriter, StopFlag, create_run_dir, read_json
+
+# Bounds keep a typo from launching a week-long or instantly-diverging run.
+LIMITS = {"epochs": (1, 1000), "image_size": (32, 512), "batch_size": (1, 1024), "lr": (1e-7, 1.0),
+          "val_fraction": (0.01, 0.9)}
+
+
+class UsageError(ValueError):
+    pass
+
+
+def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m training", add_help=add_help,
+                                description="Train a Lesion Lens model on a folder dataset (benign/, malignant/).")
+    p.add_argument("--model", choices=MODEL_NAMES, help="which model to train")
+    p.add_argument("--data", help="dataset folder with benign/ and malignant/ (or one folder above them)")
+    p.add_argument("--split", default=None, help="subfolder of --data to use, e.g. train")
+    p.add_argument("--epochs", type=int, default=None)
+    p.add_argument("--image-size", type=int, default=None, help="default: the model's size (card)")
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--lr", type=float, default=None, help="peak learning rate (default per model)")
+    p.add_argument("--weights", default=None, help="imagenet | none | PATH (default: the model's init)")
+    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"])
+    p.add_argument("--out", default=None, help="run directory (default: runs/<new id>)")
+    p.add_argument("--resume", default=None, help="continue the run in this directory")
+    p.add_argument("--seed", type=int, default=42, help="seed for the validation split and training")
+    p.add_argument("--val-fraction", type=float, default=0.15)
+    p.add_argument("--label-smoothing", type=float, default=0.05)
+    p.add_argument("--weight-decay", type=float, default=0.05)
+    p.add_argument("--warmup-epochs", type=float, default=1.0)
+    p.add_argument("--freeze-epochs", type=int, default=1, help="head-only epochs for pretrained models")
+    p.add_argument("--body-lr-mult", type=float, default=0.1, help="body lr / head lr for pretrained models")
+    p.add_argument("--clip-grad", type=float, default=2.0)
+    p.add_argument("--patience", type=int, default=10, help="early stop after N epochs without val AUC gain (0: off)")
+    p.add_argument("--min-epochs", type=int, default=5)
+    p.add_argument("--log-every", type=int, default=10, help="steps between metric rows")
+    p.add_argument("--threads", type=int, default=None, help="CPU threads for torch (default: all cores)")
+    return p
+
+
+DEFAULT_LR = {"keras_cnn": 2e-3, "torch_cnn": 2e-3, "densenet161": 1e-3, "efficientnet_lite0": 1e-3}
+DEFAULT_EPOCHS = {"keras_cnn": 30, "torch_cnn": 30, "densenet161": 30, "efficientnet_lite0": 15}
+
+
+def resolve_args(ns: argparse.Namespace) -> dict[str, Any]:
+    """Command-line namespace -> the run's config dict, merged with a resumed run's config."""
+    given = {k: v for k, v in vars(ns).items() if v is not None}
+    if ns.resume:
+        prior = read_json(Path(ns.resume) / "config.json")
+        if not isinstance(prior, dict):
+            raise UsageError(f"{ns.resume}: not a run directory (no readable config.json)")
+        cfg = dict(prior)
+        for k in ("epochs", "device", "threads", "log_every"):  # what may change on resume
+            if k in given:
+                cfg[k] = given[k]
+        cfg["out"] = str(Path(ns.resume))
+        cfg["resuming"] = True
+        return cfg
+    if not ns.model or not ns.data:
+        raise UsageError("--model and --data are required (or --resume RUN_DIR)")
+    s = spec(ns.model)
+    cfg = {k.replace("-", "_"): v for k, v in vars(ns).items()}
+    cfg["image_size"] = ns.image_size or s.image_size
+    cfg["lr"] = ns.lr if ns.lr is not None else DEFAULT_LR[ns.model]
+    cfg["epochs"] = ns.epochs or DEFAULT_EPOCHS[ns.model]
+    cfg["weights"] = ns.weights or ("imagenet" if s.init == "imagenet" else "none")
+    cfg["resuming"] = False
+    cfg["data"] = str(Path(ns.data).resolve())
+    for key, (lo, hi) in LIMITS.items():
+        v = cfg[key]
+        if not (isinstance(v, (int, float)) and math.isfinite(v) and lo <= v <= hi):
+            raise UsageError(f"--{key.replace('_', '-')} must be between {lo} and {hi}, not {v}")
+    if cfg["weights"] not in ("imagenet", "none") and not Path(cfg["weights"]).is_file():
+        raise UsageError(f"--weights {cfg['weights']}: no such file (use imagenet, none or a path)")
+    if s.framework == "keras" and cfg["weights"] not in ("none",):
+        raise UsageError("keras_cnn trains from scratch; use --weights none")
+    return cfg
+
+
+def dist_from_env():
+    from .torch_loop import Dist
+
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    return Dist(int(os.environ.get("RANK", "0")), world, int(os.environ.get("LOCAL_RANK", "0")))
+
+
+def main(argv: list[str] | None = None) -> int:
+    try:
+        cfg = resolve_args(get_args_parser().parse_args(argv))
+    except UsageError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    framework = spec(cfg["model"]).framework
+    dist = dist_from_env()
+    if dist.enabled and framework != "torch":
+        print("error: torchrun is for the PyTorch models only", file=sys.stderr)
+        return 2
+    if dist.enabled:
+        import torch
+        import torch.distributed as tdist
+
+        backend = "nccl" if torch.cuda.is_available() and cfg["device"] in ("auto", "cuda") else "gloo"
+        tdist.init_process_group(backend)
+        # Rank 0 names the run directory; the others only learn it.
+        holder = [cfg.get("out") or (str(create_run_dir(cfg["model"])) if dist.main else None)]
+        tdist.broadcast_object_list(holder, src=0)
+        cfg["out"] = holder[0]
+    elif not cfg.get("out"):
+        cfg["out"] = str(create_run_dir(cfg["model"]))
+    if cfg.get("threads"):
+        import torch
+
+        torch.set_num_threads(int(cfg["threads"]))
+    out = Path(cfg["out"])
+    writer = RunWriter(out, enabled=dist.main)
+    stop = StopFlag().install()
+    if dist.main:
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "STOP").unlink(missing_ok=True)
+        if not cfg.get("resuming"):
+            writer.write_config({**cfg, "created": time.time(), "world_size": dist.world})
+        print(f"run directory: {out}", flush=True)
+    writer.update(state="starting", epochs=cfg["epochs"], message="loading data", model=cfg["model"])
+    code = 0
+    try:
+        from .data import DatasetError, load_split
+
+        try:
+            split = load_split(cfg["data"], cfg["image_size"], cfg["val_fraction"], cfg["seed"], cfg.get("split"))
+        except DatasetError as exc:
+            writer.update(state="failed", message=str(exc))
+            writer.log(f"error: {exc}")
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
+        info = split.info()
+        writer.log(f"data: {info['root']} train {info['counts']['train']} val {info['counts']['val']}; "
+                   f"{info['skipped']} unreadable files skipped, {info['duplicates_removed']} duplicates removed")
+        if split.train.skipped and dist.main:
+            print(f"warning: skipped {len(split.train.skipped)} unreadable files "
+                  f"(first: {split.train.skipped[0][0]}: {split.train.skipped[0][1]})", file=sys.stderr)
+        if split.train.synthetic and dist.main:
+            print("note: this dataset is SYNTHETIC (generated images)", flush=True)
+        if framework == "keras":
+            from .keras_loop import run_keras
+
+            result = run_keras(cfg, writer, split, stop)
+        else:
+            from .torch_loop import run_torch
+
+            result = run_torch(cfg, writer, split, stop, dist)
+        writer.update(state=result["state"], message=result.get("message", result["state"]))
+        writer.log(result.get("message", result["state"]))
+        if dist.main:
+            print(result.get("message", result["state"]), flush=True)
+    except Exception as exc:  # noqa: BLE001 - every failure must reach status.json
+        from .torch_loop import TrainingFailed
+
+        message = str(exc) if isinstance(exc, TrainingFailed) else f"{type(exc).__name__}: {exc}"
+        writer.log(traceback.format_exc())
+        writer.update(state="failed", message=message)
+        print(f"error: {message}", file=sys.stderr)
+        code = 1
+    finally:
+        writer.close()
+        if dist.enabled:
+            import torch.distributed as tdist
+
+            tdist.destroy_process_group()
+    return code
