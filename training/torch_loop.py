@@ -309,6 +309,7 @@ def run_torch(args: dict, writer: RunWriter, split: Split, stop: StopFlag, dist:
         print(f"device: {dev_text} (init {init})", flush=True)
     epoch_times = []
     epoch = start_epoch
+    run_start = time.perf_counter()
     try:
         for epoch in range(start_epoch, args["epochs"]):
             t0 = time.perf_counter()
@@ -340,6 +341,11 @@ def run_torch(args: dict, writer: RunWriter, split: Split, stop: StopFlag, dist:
                 break
             if ctx.should_stop():
                 raise Stopped()
+            if args.get("time_limit") and epoch + 1 < args["epochs"]:
+                spent = time.perf_counter() - run_start
+                if spent + np.mean(epoch_times) > 60 * args["time_limit"]:
+                    writer.log(f"time limit: {args['time_limit']} min reached after epoch {epoch + 1}")
+                    break
     except Stopped:
         _save_last(ctx, epoch, best, bad_epochs)  # the interrupted epoch is redone on resume
         return {"state": "stopped", "message": f"stopped during epoch {epoch + 1}; resume with --resume {out}",

@@ -49,6 +49,8 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
     p.add_argument("--patience", type=int, default=10, help="early stop after N epochs without val AUC gain (0: off)")
     p.add_argument("--min-epochs", type=int, default=5)
     p.add_argument("--log-every", type=int, default=10, help="steps between metric rows")
+    p.add_argument("--time-limit", type=float, default=None,
+                   help="minutes; no new epoch starts once the next would end past it (the run then finishes)")
     p.add_argument("--threads", type=int, default=None, help="CPU threads for torch (default: all cores)")
     return p
 

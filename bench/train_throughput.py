@@ -1,0 +1,143 @@
+"""Training throughput: our loop vs a naive loop, side by side in the same run.
+
+Ours: images decoded once into a uint8 array, augmentation on tensors, (on CUDA) bf16/fp16
+autocast + channels_last + cudnn.benchmark. Naive: torchvision ImageFolder decoding JPEGs
+with PIL every epoch, torchvision transforms per image, DataLoader defaults, fp32.
+
+    python bench/train_throughput.py [--models torch_cnn,...] [--device auto] [--steps 20]
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from models.architectures import build_torch  # noqa: E402
+from models.preprocess import normalize  # noqa: E402
+from models.registry import spec  # noqa: E402
+from training.data import augment, load_dataset  # noqa: E402
+from training.synthetic import write_dataset  # noqa: E402
+from training.torch_loop import amp_settings, pick_device, to_batch  # noqa: E402
+
+REAL = ROOT.parent / "shared" / "data" / "skin-cancer-malignant-vs-benign" / "train"
+SIZES = {"torch_cnn": 128, "densenet161": 224, "efficientnet_lite0": 224}
+
+
+def _sync(device):
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def bench_ours(name, images, labels, size, device, batch, steps, warmup):
+    model, _ = build_torch(name, None)
+    amp = amp_settings(device)
+    cl = device.type == "cuda"
+    model = model.to(device)
+    if cl:
+        model = model.to(memory_format=torch.channels_last)
+        torch.backends.cudnn.benchmark = True
+    s = spec(name)
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
+    scaler = torch.amp.GradScaler(device.type, enabled=amp[0] and amp[1] == torch.float16)
+    crit = nn.CrossEntropyLoss()
+    gen = torch.Generator().manual_seed(0)
+    rng = np.random.default_rng(0)
+    model.train()
+    t0 = None
+    for i in range(warmup + steps):
+        if i == warmup:
+            _sync(device)
+            t0 = time.perf_counter()
+        idx = rng.integers(0, len(images), batch)
+        x = normalize(augment(to_batch(images[idx], device, cl), gen), s.mean, s.std)
+        if cl:
+            x = x.contiguous(memory_format=torch.channels_last)
+        y = torch.from_numpy(labels[idx]).to(device)
+        with torch.autocast(device.type, dtype=amp[1], enabled=amp[0]):
+            loss = crit(model(x).float(), y)
+        opt.zero_grad(set_to_none=True)
+        scaler.scale(loss).backward()
+        scaler.step(opt)
+        scaler.update()
+    _sync(device)
+    return steps * batch / (time.perf_counter() - t0)
+
+
+def bench_naive(name, folder, size, device, batch, steps, warmup):
+    from torchvision import datasets, transforms
+
+    s = spec(name)
+    tf = transforms.Compose([transforms.RandomResizedCrop(size, scale=(0.6, 1.0)), transforms.RandomHorizontalFlip(),
+                             transforms.RandomVerticalFlip(), transforms.ColorJitter(0.1, 0.1, 0.1),
+                             transforms.ToTensor(), transforms.Normalize(s.mean, s.std)])
+    ds = datasets.ImageFolder(str(folder), transform=tf)
+    loader = torch.utils.data.DataLoader(ds, batch_size=batch, shuffle=True)
+    model, _ = build_torch(name, None)
+    model = model.to(device).train()
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
+    crit = nn.CrossEntropyLoss()
+    done, t0 = 0, None
+    while done < warmup + steps:
+        for x, y in loader:
+            if done == warmup:
+                _sync(device)
+                t0 = time.perf_counter()
+            x, y = x.to(device), y.to(device)
+            loss = crit(model(x), y)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            done += 1
+            if done >= warmup + steps:
+                break
+    _sync(device)
+    return steps * batch / (time.perf_counter() - t0)
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--models", default="torch_cnn,efficientnet_lite0,densenet161")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--steps", type=int, default=None, help="timed steps per model (default: 15 CPU, 50 GPU)")
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--data", default=str(REAL) if REAL.is_dir() else None)
+    args = p.parse_args(argv)
+    device = pick_device(args.device)
+    steps = args.steps or (50 if device.type == "cuda" else 15)
+    warmup = 5 if device.type == "cuda" else 2
+    tmp = None
+    folder = Path(args.data) if args.data else None
+    if folder is None:
+        tmp = tempfile.TemporaryDirectory()
+        folder = write_dataset(tmp.name, per_class=64, size=224, fmt="jpg")
+    print(f"device: {device} ({torch.cuda.get_device_name() if device.type == 'cuda' else f'{torch.get_num_threads()} threads'}), "
+          f"batch {args.batch_size}, {steps} timed steps, data: {folder}")
+    rows = []
+    for name in args.models.split(","):
+        size = SIZES[name]
+        ds = load_dataset(folder, size)
+        ours = bench_ours(name, ds.images, ds.labels, size, device, args.batch_size, steps, warmup)
+        naive = bench_naive(name, folder, size, device, args.batch_size, steps, warmup)
+        rows.append((name, size, ours, naive))
+        print(f"  {name}: ours {ours:.1f} img/s, naive {naive:.1f} img/s", flush=True)
+    print()
+    print(f"| model | px | ours img/s | naive img/s | speed-up |")
+    print(f"|---|---:|---:|---:|---:|")
+    for name, size, ours, naive in rows:
+        print(f"| {name} | {size} | {ours:.1f} | {naive:.1f} | {ours / naive:.2f}x |")
+    if tmp:
+        tmp.cleanup()
+
+
+if __name__ == "__main__":
+    main()
