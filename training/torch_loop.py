@@ -343,8 +343,15 @@ def run_torch(args: dict, writer: RunWriter, split: Split, stop: StopFlag, dist:
                 raise Stopped()
             if args.get("time_limit") and epoch + 1 < args["epochs"]:
                 spent = time.perf_counter() - run_start
-                if spent + np.mean(epoch_times) > 60 * args["time_limit"]:
-                    writer.log(f"time limit: {args['time_limit']} min reached after epoch {epoch + 1}")
+                per_epoch = spent / len(epoch_times)  # includes validation and checkpoints
+                fit = epoch + 1 + int((60 * args["time_limit"] - spent) // per_epoch)
+                if fit < args["epochs"]:
+                    # Shrink the schedule so the cosine decay still ends at the last epoch.
+                    writer.log(f"time limit {args['time_limit']} min: {fit} epochs fit, not {args['epochs']}")
+                    args["epochs"] = max(fit, epoch + 1)
+                    ctx.total_steps = steps * args["epochs"]
+                    writer.update(epochs=args["epochs"])
+                if epoch + 1 >= args["epochs"]:
                     break
     except Stopped:
         _save_last(ctx, epoch, best, bad_epochs)  # the interrupted epoch is redone on resume
