@@ -5,8 +5,8 @@ STOP/SIGTERM checked between batches, `last.keras` (+ `last_state.json`) every e
 `best.keras` by validation AUC, early stopping, `--resume`, and at the end a calibrated
 model card beside `best.keras`.
 
-Pieces: `setup_device` (before TensorFlow runs anything), `make_optimizer` (AdamW with
-warm-up + cosine), `train_dataset` (in-memory uint8 -> augmented, normalised batches),
+Pieces: `setup_device` (before TensorFlow runs anything), `make_optimizer` (AdamW on
+`WarmupCosine`, the torch loop's schedule), `train_dataset` (in-memory uint8 -> augmented, normalised batches),
 `evaluate`, `RunCallback` (metrics, checkpoints, stop) and the driver `run_keras`.
 """
 
@@ -76,13 +76,39 @@ def setup_device(name: str = "auto", threads: int | None = None) -> str:
 
 # ------------------------------------------------------------------ optimisation
 
-def make_schedule(lr: float, steps_per_epoch: int, epochs: int, warmup_epochs: float):
-    """Linear warm-up to `lr`, then cosine decay to 1% of it over the rest of the run."""
+@keras.saving.register_keras_serializable(package="lesion_lens")
+class WarmupCosine(keras.optimizers.schedules.LearningRateSchedule):
+    """Linear warm-up to `peak`, then cosine decay to `min_ratio * peak`: the PyTorch loop's
+    `lr_lambda`, step for step. The total is a variable, read when each step runs, so
+    `--time-limit` can shrink the schedule while `fit` is going (a compiled train step
+    would otherwise keep the total it was traced with)."""
+
+    def __init__(self, peak: float, warmup_steps: int, total_steps: int, min_ratio: float = 0.01):
+        self.peak = float(peak)
+        self.warmup_steps = max(1, int(warmup_steps))
+        self.min_ratio = float(min_ratio)
+        self.total = tf.Variable(float(max(1, int(total_steps))), trainable=False, dtype=tf.float32,
+                                 name="lr_total_steps")
+
+    def set_total_steps(self, total_steps: int) -> None:
+        self.total.assign(float(max(1, int(total_steps))))
+
+    def __call__(self, step):
+        step = tf.cast(step, tf.float32)
+        warmup = tf.constant(float(self.warmup_steps))
+        warm = self.peak * (step + 1.0) / warmup
+        progress = tf.clip_by_value((step - warmup) / tf.maximum(1.0, self.total - warmup), 0.0, 1.0)
+        cosine = self.peak * (self.min_ratio + (1.0 - self.min_ratio) * 0.5 * (1.0 + tf.cos(math.pi * progress)))
+        return tf.where(step < warmup, warm, cosine)
+
+    def get_config(self) -> dict[str, Any]:
+        return {"peak": self.peak, "warmup_steps": self.warmup_steps,
+                "total_steps": int(self.total.numpy()), "min_ratio": self.min_ratio}
+
+
+def make_schedule(lr: float, steps_per_epoch: int, epochs: int, warmup_epochs: float) -> WarmupCosine:
     total = max(1, steps_per_epoch * epochs)
-    warmup = min(max(1, int(warmup_epochs * steps_per_epoch)), total)
-    return keras.optimizers.schedules.CosineDecay(
-        initial_learning_rate=lr / warmup, decay_steps=max(1, total - warmup), alpha=0.01,
-        warmup_target=lr, warmup_steps=warmup)
+    return WarmupCosine(lr, max(1, int(warmup_epochs * steps_per_epoch)), total)
 
 
 def make_optimizer(cfg: dict[str, Any], steps_per_epoch: int) -> keras.optimizers.Optimizer:
@@ -202,6 +228,9 @@ class RunCallback(keras.callbacks.Callback):
         self.stopped_mid_epoch = False
         self.stopped_at_end = False
 
+    def on_train_begin(self, logs=None):
+        self.run.run_start = time.perf_counter()
+
     def on_epoch_begin(self, epoch, logs=None):
         r = self.run
         self.epoch = epoch
@@ -269,8 +298,15 @@ class RunCallback(keras.callbacks.Callback):
             self.model.stop_training = True
         elif cfg.get("time_limit") and epoch + 1 < cfg["epochs"]:
             spent = time.perf_counter() - r.run_start
-            if spent + float(np.mean(r.epoch_times)) > 60 * cfg["time_limit"]:
-                r.writer.log(f"time limit: {cfg['time_limit']} min reached after epoch {epoch + 1}")
+            per_epoch = spent / len(r.epoch_times)  # includes validation and checkpoints
+            fit = epoch + 1 + int((60 * cfg["time_limit"] - spent) // per_epoch)
+            if fit < cfg["epochs"]:
+                # Shrink the schedule so the cosine decay still ends at the last epoch.
+                r.writer.log(f"time limit {cfg['time_limit']} min: {fit} epochs fit, not {cfg['epochs']}")
+                cfg["epochs"] = max(fit, epoch + 1)
+                r.schedule.set_total_steps(r.steps * cfg["epochs"])
+                r.writer.update(epochs=cfg["epochs"])
+            if epoch + 1 >= cfg["epochs"]:
                 self.model.stop_training = True
 
 

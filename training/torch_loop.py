@@ -57,12 +57,14 @@ class Dist:
 def pick_device(name: str) -> torch.device:
     if name == "auto":
         if torch.cuda.is_available():
-            return torch.device("cuda")
+            return torch.device("cuda", torch.cuda.current_device())
         if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
             return torch.device("mps")
         return torch.device("cpu")
     if name == "cuda" and not torch.cuda.is_available():
         raise TrainingFailed("--device cuda was asked for, but no CUDA GPU is available")
+    if name == "cuda":
+        return torch.device("cuda", torch.cuda.current_device())
     if name == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
         raise TrainingFailed("--device mps was asked for, but MPS is not available")
     return torch.device(name)
