@@ -389,11 +389,13 @@ def run_keras(cfg: dict, writer: RunWriter, split: Split, stop: StopFlag) -> dic
                f"train {split.train.counts}, val {split.val.counts}; {run.model.count_params():,} parameters")
     print(f"device: {device} (init scratch)", flush=True)
     callback = RunCallback(run)
+    t_fit = time.perf_counter()
     if run.start_epoch < cfg["epochs"]:
         data = train_dataset(split.train.images, split.train.labels, cfg, run.mean, run.std,
                              run.start_epoch, cfg["epochs"])
         run.model.fit(data, epochs=cfg["epochs"], initial_epoch=run.start_epoch, steps_per_epoch=steps,
                       callbacks=[callback], verbose=0, shuffle=False)
+    writer.log(f"fit returned after {time.perf_counter() - t_fit:.1f}s")
     if callback.stopped_mid_epoch:
         done = callback.epoch  # the interrupted epoch is redone on resume, with its learning rates
         run.optimizer.iterations.assign(done * steps)
@@ -404,6 +406,7 @@ def run_keras(cfg: dict, writer: RunWriter, split: Split, stop: StopFlag) -> dic
         return {"state": "stopped", "epoch": run.epochs_done,
                 "message": f"stopped after epoch {run.epochs_done}; resume with --resume {out}"}
     # Final: best weights -> temperature, threshold, card.
+    t_final = time.perf_counter()
     best_path = out / "best.keras"
     if not best_path.is_file():
         raise _failed(f"{best_path}: no best checkpoint to finish from")
@@ -418,5 +421,6 @@ def run_keras(cfg: dict, writer: RunWriter, split: Split, stop: StopFlag) -> dic
     save_keras_model(model, best_path)  # compile=False: the shipped file carries no optimizer state
     write_card(out / "best.json", card)
     write_card(out / "card.json", card)
+    writer.log(f"final calibration and card: {time.perf_counter() - t_final:.1f}s")
     return {"state": "finished", "card": card, "epoch": run.epochs_done,
             "message": f"finished: best validation AUC {run.best['auc']:.4f} at epoch {run.best['epoch']}"}
