@@ -201,42 +201,6 @@ def test_model_and_card_sizes_must_agree():
 
 # ------------------------------------------------------------------ training
 
-def test_resume_restores_optimizer_and_schedule(dataset, tmp_path):
-    """In-process: one epoch, then a resumed run with more epochs continues the same
-    optimizer state, and its schedule is rebuilt for the new length."""
-    from training.data import load_split
-    from training.keras_loop import KerasRun, run_keras
-    from training.rundir import RunWriter, StopFlag, read_json
-    from training.train import get_args_parser, resolve_args
-
-    out = tmp_path / "run"
-    cfg = resolve_args(get_args_parser().parse_args(
-        ["--model", "keras_cnn", "--data", str(dataset), "--epochs", "1", "--image-size", str(SIZE),
-         "--batch-size", "8", "--out", str(out)]))
-    split = load_split(cfg["data"], SIZE, cfg["val_fraction"], cfg["seed"])
-    writer = RunWriter(out)
-    result = run_keras(cfg, writer, split, StopFlag())
-    writer.close()
-    assert result["state"] == "finished"
-    state = read_json(out / "last_state.json")
-    steps = state["steps_per_epoch"]
-    assert state["epoch"] == 1 and state["iterations"] == steps
-    saved = keras.saving.load_model(out / "last.keras", safe_mode=True, compile=True)
-
-    cfg2 = dict(cfg, resuming=True, epochs=3)
-    run = KerasRun(cfg2, RunWriter(out, enabled=False), split, StopFlag())
-    run.build()
-    assert run.start_epoch == 1
-    assert int(run.optimizer.iterations.numpy()) == steps
-    for a, b in zip(saved.optimizer.variables, run.optimizer.variables):
-        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
-    for a, b in zip(saved.get_weights(), run.model.get_weights()):
-        np.testing.assert_array_equal(a, b)
-    # warm-up reached the peak at the end of epoch 1; the cosine now spans 3 epochs
-    assert run.lr_at(steps) == pytest.approx(cfg["lr"], rel=1e-5)
-    assert run.lr_at(3 * steps - 1) < 0.05 * cfg["lr"]
-
-
 def _train(args: list[str], timeout: float = 180, **popen) -> subprocess.Popen:
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", PYTHONUNBUFFERED="1")
     return subprocess.Popen([sys.executable, "-m", "training", *args], cwd=ROOT, env=env, text=True,
@@ -247,12 +211,19 @@ def _rows(run: Path) -> list[dict]:
     return [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
 
 
-def test_training_cli_finishes_with_a_card(dataset, tmp_path):
-    run = tmp_path / "run"
+@pytest.fixture(scope="module")
+def finished_run(dataset, tmp_path_factory):
+    """One 2-epoch CLI training, shared by the tests that read its run directory."""
+    run = tmp_path_factory.mktemp("keras_run") / "run"
     proc = _train(["--model", "keras_cnn", "--data", str(dataset), "--epochs", "2", "--image-size", str(SIZE),
                    "--batch-size", "8", "--out", str(run)])
     out, err = proc.communicate(timeout=180)
     assert proc.returncode == 0, err[-3000:]
+    return run
+
+
+def test_training_cli_finishes_with_a_card(finished_run):
+    run = finished_run
     status = json.loads((run / "status.json").read_text())
     assert status["state"] == "finished" and status["epoch"] == 2 and status["epochs"] == 2
     assert status["device"].startswith(("cpu", "GPU"))
@@ -274,6 +245,36 @@ def test_training_cli_finishes_with_a_card(dataset, tmp_path):
     assert clf.card["threshold"] == card["threshold"]
     pred = clf.predict(make_lesion("malignant", 100, seed=7))
     assert 0.0 <= pred.prob_malignant <= 1.0 and pred.label in ("benign", "malignant")
+
+
+def test_resume_restores_optimizer_and_schedule(finished_run, dataset):
+    """A resumed run with more epochs continues the saved optimizer state (moments and
+    iteration count) and rebuilds its schedule for the new length."""
+    from training.data import load_split
+    from training.keras_loop import KerasRun
+    from training.rundir import RunWriter, StopFlag, read_json
+
+    out = finished_run
+    cfg = read_json(out / "config.json")
+    split = load_split(cfg["data"], SIZE, cfg["val_fraction"], cfg["seed"])
+    state = read_json(out / "last_state.json")
+    steps = state["steps_per_epoch"]
+    assert state["epoch"] == 2 and state["iterations"] == 2 * steps
+    saved = keras.saving.load_model(out / "last.keras", safe_mode=True, compile=True)
+
+    run = KerasRun(dict(cfg, resuming=True, epochs=4), RunWriter(out, enabled=False), split, StopFlag())
+    run.build()
+    assert run.start_epoch == 2
+    assert int(run.optimizer.iterations.numpy()) == 2 * steps
+    assert len(run.optimizer.variables) == len(saved.optimizer.variables) > 2
+    for a, b in zip(saved.optimizer.variables, run.optimizer.variables):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    for a, b in zip(saved.get_weights(), run.model.get_weights()):
+        np.testing.assert_array_equal(a, b)
+    # warm-up (1 epoch) ended at the peak; the cosine now spans 4 epochs, not 2
+    assert run.lr_at(steps) == pytest.approx(cfg["lr"], rel=1e-5)
+    assert run.lr_at(2 * steps) > 0.5 * cfg["lr"]
+    assert run.lr_at(4 * steps - 1) < 0.05 * cfg["lr"]
 
 
 def test_training_cli_stops_on_stop_file_and_resumes(dataset, tmp_path):
