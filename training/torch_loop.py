@@ -243,6 +243,21 @@ class Context:
         return flag
 
 
+def fit_schedule_to_time(ctx: Context, epochs_done: int, spent: float, last_epoch: float) -> None:
+    """With --time-limit, shrink the planned epochs to what fits, so the cosine decay still
+    ends at the last epoch. The first epoch is skipped as an estimate: it carries warm-up
+    costs (cuDNN autotuning, allocator growth) that later epochs do not."""
+    args = ctx.args
+    if epochs_done < 2 and spent < 60 * args["time_limit"]:
+        return
+    fit = epochs_done + int(max(0.0, 60 * args["time_limit"] - spent) // max(last_epoch, 1e-6))
+    if fit < args["epochs"]:
+        ctx.writer.log(f"time limit {args['time_limit']} min: {fit} epochs fit, not {args['epochs']}")
+        args["epochs"] = max(fit, epochs_done)
+        ctx.total_steps = ctx.steps_per_epoch * args["epochs"]
+        ctx.writer.update(epochs=args["epochs"])
+
+
 def _save_last(ctx: Context, epoch_done: int, best: dict, bad_epochs: int) -> None:
     if not ctx.dist.main:
         return
@@ -251,6 +266,26 @@ def _save_last(ctx: Context, epoch_done: int, best: dict, bad_epochs: int) -> No
                 "scaler": ctx.scaler.state_dict(), "epoch": epoch_done, "best": best,
                 "bad_epochs": bad_epochs, "init": ctx.init, "args": ctx.args, "format": 1}, buf)
     atomic_write_bytes(Path(ctx.args["out"]) / "last.pt", buf.getvalue())
+
+
+def start_model(name: str, weights: str | None) -> tuple[LesionNet, str]:
+    """The model a run starts from: a checkpoint of this project (fine-tune further), or the
+    architecture with 'imagenet', backbone weights from a file, or nothing."""
+    if weights and weights != "imagenet":
+        obj = torch.load(weights, map_location="cpu", weights_only=True)
+        state = obj.get("model") if isinstance(obj, dict) else None
+        if isinstance(state, dict) and "head.weight" in state:
+            from models.loader import find_card
+            from models.torch_classifier import load_state
+
+            model, _ = build_torch(name, None)
+            model.load_state_dict(load_state(weights))
+            try:
+                init = find_card(Path(weights)).get("init", "scratch")
+            except FileNotFoundError:
+                init = "scratch"
+            return model, init
+    return build_torch(name, weights)
 
 
 def run_torch(args: dict, writer: RunWriter, split: Split, stop: StopFlag, dist: Dist) -> dict:
@@ -268,7 +303,7 @@ def run_torch(args: dict, writer: RunWriter, split: Split, stop: StopFlag, dist:
     resume = last.exists() and args.get("resuming")
     ckpt = torch.load(last, map_location="cpu", weights_only=True) if resume else None
     weights = None if resume else (None if args["weights"] == "none" else args["weights"])
-    model, init = build_torch(name, weights)
+    model, init = start_model(name, weights)
     if ckpt:
         model.load_state_dict(ckpt["model"])
         init = ckpt.get("init", init)
@@ -309,11 +344,11 @@ def run_torch(args: dict, writer: RunWriter, split: Split, stop: StopFlag, dist:
                f"train {split.train.counts}, val {split.val.counts}")
     if dist.main:
         print(f"device: {dev_text} (init {init})", flush=True)
-    epoch_times = []
+    epoch_times: list[float] = []
     epoch = start_epoch
     run_start = time.perf_counter()
     try:
-        for epoch in range(start_epoch, args["epochs"]):
+        while epoch < args["epochs"]:
             t0 = time.perf_counter()
             tr = train_one_epoch(ctx, epoch)
             epoch_times.append(time.perf_counter() - t0)
@@ -322,7 +357,8 @@ def run_torch(args: dict, writer: RunWriter, split: Split, stop: StopFlag, dist:
             writer.metric(epoch=epoch + 1, step=steps, split="val", loss=val["loss"], accuracy=val["accuracy"],
                           auc=val["auc"], lr=optimizer.param_groups[-1]["lr"], seconds=round(epoch_times[-1], 2),
                           train_loss=tr["loss"], train_accuracy=tr["accuracy"])
-            improved = val["auc"] > best["auc"] + 1e-4
+            # NaN AUC (one class in validation) still yields a first "best", so a card can be written.
+            improved = bool(np.isfinite(val["auc"]) and val["auc"] > best["auc"] + 1e-4) or best["epoch"] == 0
             if improved:
                 best = {"auc": val["auc"], "accuracy": val["accuracy"], "loss": val["loss"], "epoch": epoch + 1}
                 bad_epochs = 0
@@ -338,29 +374,21 @@ def run_torch(args: dict, writer: RunWriter, split: Split, stop: StopFlag, dist:
                 print(f"epoch {epoch + 1}/{args['epochs']}: train loss {tr['loss']:.4f} acc {tr['accuracy']:.3f} | "
                       f"val loss {val['loss']:.4f} acc {val['accuracy']:.3f} auc {val['auc']:.4f}"
                       f"{' *' if improved else ''} ({epoch_times[-1]:.1f}s)", flush=True)
-            if args["patience"] and bad_epochs >= args["patience"] and epoch + 1 >= args["min_epochs"]:
+            epoch += 1
+            if args["patience"] and bad_epochs >= args["patience"] and epoch >= args["min_epochs"]:
                 writer.log(f"early stop: validation AUC did not improve for {bad_epochs} epochs")
                 break
             if ctx.should_stop():
                 raise Stopped()
-            if args.get("time_limit") and epoch + 1 < args["epochs"]:
-                spent = time.perf_counter() - run_start
-                per_epoch = spent / len(epoch_times)  # includes validation and checkpoints
-                fit = epoch + 1 + int((60 * args["time_limit"] - spent) // per_epoch)
-                if fit < args["epochs"]:
-                    # Shrink the schedule so the cosine decay still ends at the last epoch.
-                    writer.log(f"time limit {args['time_limit']} min: {fit} epochs fit, not {args['epochs']}")
-                    args["epochs"] = max(fit, epoch + 1)
-                    ctx.total_steps = steps * args["epochs"]
-                    writer.update(epochs=args["epochs"])
-                if epoch + 1 >= args["epochs"]:
-                    break
+            if args.get("time_limit"):
+                fit_schedule_to_time(ctx, epoch, time.perf_counter() - run_start, time.perf_counter() - t0)
     except Stopped:
-        _save_last(ctx, epoch, best, bad_epochs)  # the interrupted epoch is redone on resume
-        return {"state": "stopped", "message": f"stopped during epoch {epoch + 1}; resume with --resume {out}",
-                "epoch": epoch}
+        done = min(epoch, len(epoch_times) + start_epoch)  # an interrupted epoch is redone on resume
+        _save_last(ctx, done, best, bad_epochs)
+        return {"state": "stopped", "message": f"stopped after epoch {done}; resume with --resume {out}",
+                "epoch": done}
     if not dist.main:
-        return {"state": "finished", "epoch": epoch + 1}
+        return {"state": "finished", "epoch": epoch}
     # Final: best weights -> temperature, threshold, card.
     best_state = torch.load(out / "best.pt", map_location="cpu", weights_only=True)["model"]
     model.load_state_dict(best_state)
@@ -370,12 +398,12 @@ def run_torch(args: dict, writer: RunWriter, split: Split, stop: StopFlag, dist:
     spe = float(np.mean(epoch_times)) if epoch_times else None
     card = build_card(name, args, split.info(), init, best["epoch"], calib, spe, describe_device(device),
                       best["epoch"])
-    card["epochs_run"] = epoch + 1
+    card["epochs_run"] = epoch
     save_torch_weights(model.float(), card, out / "best.pt")
     from models.registry import write_card
 
     write_card(out / "card.json", card)
-    return {"state": "finished", "card": card, "epoch": epoch + 1,
+    return {"state": "finished", "card": card, "epoch": epoch,
             "message": f"finished: best validation AUC {best['auc']:.4f} at epoch {best['epoch']}"}
 
 
