@@ -61,6 +61,24 @@ def make_weights(folder: Path, thresholds: dict[str, float], flat: bool = False)
     return folder
 
 
+def make_keras_weights(folder: Path, threshold: float) -> Path:
+    """A throwaway Keras CNN checkpoint + card (imports TensorFlow: slow and browser tests only)."""
+    pytest.importorskip("models.keras_model", reason="models/keras_model.py is not there yet")
+    import keras
+
+    from models.keras_model import build_keras_cnn, save_keras_model
+    from models.registry import default_card, write_card
+
+    folder.mkdir(parents=True, exist_ok=True)
+    keras.utils.set_random_seed(0)
+    card = default_card("keras_cnn")
+    card.update(epochs=1, threshold=threshold, validation=fake_validation(1),
+                data={"name": "throwaway test checkpoint"})
+    save_keras_model(build_keras_cnn(card["image_size"]), folder / "keras_cnn.keras")
+    write_card(folder / "keras_cnn.json", card)
+    return folder
+
+
 def photo(kind: str = "malignant", seed: int = 0, size: int = 160, fmt: str = "PNG") -> bytes:
     from training.synthetic import make_lesion
 
