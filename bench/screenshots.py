@@ -18,6 +18,7 @@ import os
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.request
 from pathlib import Path
@@ -55,13 +56,17 @@ def serve(env: dict[str, str] | None = None, port: int | None = None, timeout: f
     port = port or free_port()
     cmd = [sys.executable, "-m", "streamlit", "run", str(ROOT / "app.py"), "--server.address", "127.0.0.1",
            "--server.port", str(port), "--server.headless", "true", "--browser.gatherUsageStats", "false"]
+    # The server's output goes to a temporary file (a pipe nobody reads could fill up and block it);
+    # `proc.log_path` names it while the server runs.
+    log = tempfile.NamedTemporaryFile(prefix="lesion-lens-server-", suffix=".log", delete=False)
     t0 = time.perf_counter()
-    proc = subprocess.Popen(cmd, cwd=ROOT, env=env or server_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    proc = subprocess.Popen(cmd, cwd=ROOT, env=env or server_env(), stdout=log, stderr=subprocess.STDOUT)
+    proc.log_path = Path(log.name)
     url = f"http://127.0.0.1:{port}"
     try:
         while True:
             if proc.poll() is not None:
-                out = proc.stdout.read().decode(errors="replace") if proc.stdout else ""
+                out = proc.log_path.read_text(errors="replace")
                 raise RuntimeError(f"streamlit exited with {proc.returncode}:\n{out[-3000:]}")
             try:
                 with urllib.request.urlopen(f"{url}/_stcore/health", timeout=1) as r:
@@ -80,8 +85,8 @@ def serve(env: dict[str, str] | None = None, port: int | None = None, timeout: f
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
-        if proc.stdout:
-            proc.stdout.close()
+        log.close()
+        proc.log_path.unlink(missing_ok=True)
 
 
 @contextlib.contextmanager
@@ -125,8 +130,7 @@ def upload(page, files: list[tuple[str, bytes]], index: int = 0) -> None:
 
 def choose(page, label: str, option: str) -> None:
     """Pick `option` in the Streamlit selectbox labelled `label`."""
-    box = page.locator('[data-testid="stSelectbox"]').filter(has=page.get_by_text(label, exact=True))
-    box.locator('[data-baseweb="select"]').click()
+    page.get_by_role("combobox", name=label, exact=True).click()
     page.get_by_role("option", name=option, exact=True).first.click()
 
 
