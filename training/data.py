@@ -103,9 +103,10 @@ def _decode(item: tuple[Path, int], size: int):
 
 
 def load_dataset(path: str | os.PathLike, image_size: int, split: str | None = None,
-                 workers: int | None = None, progress=None) -> Dataset:
+                 workers: int | None = None, progress=None, dedupe: bool = True) -> Dataset:
     """Decode every image once. Unreadable files are skipped and counted; byte-identical
-    duplicates are kept once (so a copy can never sit on both sides of a split)."""
+    duplicates are kept once when `dedupe` (so a copy can never sit on both sides of a split;
+    evaluation keeps every file, so its n is the folder's)."""
     root = find_dataset_root(path, split)
     files = list_images(root)
     images, labels, paths, skipped, seen = [], [], [], [], set()
@@ -119,7 +120,7 @@ def load_dataset(path: str | os.PathLike, image_size: int, split: str | None = N
                 log.warning("skipping %s: %s", p, err)
                 skipped.append((str(p), err))
                 continue
-            if digest in seen:
+            if dedupe and digest in seen:
                 duplicates += 1
                 continue
             seen.add(digest)
