@@ -236,6 +236,13 @@ def test_look_inside_leaves_the_classifier_as_it_was(clf):
     np.testing.assert_allclose(after.heatmap, before.heatmap, atol=1e-6)
 
 
+def test_bad_input_is_an_image_error(clf):
+    from models import ImageError
+
+    with pytest.raises(ImageError):
+        anatomy.look_inside(clf, b"this is not a photo")
+
+
 def test_depth_sentence_quotes_this_photo(view):
     text = anatomy.depth_sentence(view)
     a, b = view.blocks[0], view.blocks[-1]
