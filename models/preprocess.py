@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import io
 import os
+import struct
+import threading
 import warnings
 from pathlib import Path
 from typing import Sequence, Union
@@ -30,6 +32,28 @@ class ImageError(ValueError):
     """An input that cannot become a model image; the message is meant for the user."""
 
 
+# What the app accepts, by content (never by file name). PIL recognises many more formats;
+# some of them hand the bytes to outside programs (EPS -> Ghostscript), so the rest are refused.
+FORMATS = ("JPEG", "PNG", "WEBP", "BMP", "DIB", "TIFF", "GIF")  # JPEG also opens MPO (camera) files
+# Leading bytes of the accepted formats: a file that starts like one but does not open is damaged.
+SIGNATURES = ((b"\xff\xd8\xff", "JPEG"), (b"\x89PNG\r\n\x1a\n", "PNG"), (b"GIF87a", "GIF"), (b"GIF89a", "GIF"),
+              (b"BM", "BMP"), (b"II*\x00", "TIFF"), (b"MM\x00*", "TIFF"))
+HEIF_BRANDS = (b"ftypheic", b"ftypheix", b"ftyphevc", b"ftypheim", b"ftypheis", b"ftypmif1", b"ftypmsf1",
+               b"ftypavif", b"ftypavis")
+# warnings.catch_warnings swaps process-wide state; app sessions and data loading decode in threads.
+_WARNINGS_LOCK = threading.Lock()
+
+
+def _sniff(data: bytes) -> str | None:
+    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
+        return "WebP"
+    return next((fmt for sig, fmt in SIGNATURES if data.startswith(sig)), None)
+
+
+def _damaged(name: str) -> ImageError:
+    return ImageError(f"{name}: the image file is truncated or damaged")
+
+
 def _open(source: ImageSource) -> tuple[Image.Image, str]:
     if isinstance(source, Image.Image):
         return source, "image"
@@ -43,25 +67,40 @@ def _open(source: ImageSource) -> tuple[Image.Image, str]:
             raise ImageError(f"{path}: no such file")
         if path.is_dir():
             raise ImageError(f"{path}: is a folder, not an image")
+        if not path.is_file():
+            raise ImageError(f"{path}: not a regular file")
         size = path.stat().st_size
         if size > MAX_BYTES:
             raise ImageError(f"{name}: file is {size / 2**20:.0f} MB, more than the {MAX_BYTES // 2**20} MB allowed")
-        data = path.read_bytes()
+        try:
+            data = path.read_bytes()
+        except OSError as exc:
+            raise ImageError(f"{path}: cannot read the file ({exc.strerror or type(exc).__name__})") from None
     if not data:
         raise ImageError(f"{name}: the file is empty")
     if len(data) > MAX_BYTES:
         raise ImageError(f"{name}: file is {len(data) / 2**20:.0f} MB, more than the {MAX_BYTES // 2**20} MB allowed")
     try:
-        with warnings.catch_warnings():
+        with _WARNINGS_LOCK, warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            img = Image.open(io.BytesIO(data))
-    except (UnidentifiedImageError, Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-        if isinstance(exc, UnidentifiedImageError):
-            head = data[:12]
-            if head[4:12] in (b"ftypheic", b"ftypheix", b"ftypmif1", b"ftypavif", b"ftyphevc"):
-                raise ImageError(f"{name}: HEIC/AVIF photos are not supported; export the photo as JPEG or PNG") from None
-            raise ImageError(f"{name}: not an image this app can read (JPEG, PNG, WebP, BMP, TIFF or GIF)") from None
+            img = Image.open(io.BytesIO(data), formats=FORMATS)
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
         raise ImageError(f"{name}: image is too large (more than {MAX_PIXELS:,} pixels)") from None
+    except UnidentifiedImageError:
+        if data[4:12] in HEIF_BRANDS:
+            raise ImageError(f"{name}: HEIC/AVIF photos are not supported; export the photo as JPEG or PNG") from None
+        fmt = _sniff(data)
+        if fmt:
+            raise ImageError(f"{name}: not an image this app can read: it starts like a {fmt} file but is "
+                             "truncated or damaged") from None
+        raise ImageError(f"{name}: not an image this app can read (JPEG, PNG, WebP, BMP, TIFF or GIF)") from None
+    except ValueError as exc:
+        if "MAX_TEXT_CHUNK" in str(exc) or "Too much memory" in str(exc):  # PNG text/metadata bomb
+            raise ImageError(f"{name}: the image carries oversized metadata; save the photo again as a "
+                             "plain JPEG or PNG") from None
+        raise ImageError(f"{name}: cannot read the image ({exc})") from None
+    except (OSError, SyntaxError, EOFError, struct.error):
+        raise _damaged(name) from None
     except Exception as exc:  # PIL raises a zoo of errors on hostile headers
         raise ImageError(f"{name}: cannot read the image ({type(exc).__name__})") from None
     return img, name
@@ -79,17 +118,21 @@ def load_image(source: ImageSource) -> Image.Image:
         if getattr(img, "is_animated", False):
             img.seek(0)
         img.load()
-        img = ImageOps.exif_transpose(img)
-        img = _to_rgb(img)
-    except ImageError:
-        raise
-    except (OSError, SyntaxError, ValueError, EOFError) as exc:
+    except (OSError, SyntaxError, ValueError, EOFError, struct.error, IndexError) as exc:
         msg = str(exc).lower()
-        if "truncated" in msg or "broken" in msg or isinstance(exc, EOFError):
-            raise ImageError(f"{name}: the image file is truncated or damaged") from None
-        raise ImageError(f"{name}: cannot decode the image ({exc})") from None
+        if isinstance(exc, ValueError) and "too much memory" in msg:
+            raise ImageError(f"{name}: image is too large to decode") from None
+        raise _damaged(name) from None
     except Exception as exc:
         raise ImageError(f"{name}: cannot decode the image ({type(exc).__name__})") from None
+    try:
+        img = ImageOps.exif_transpose(img)
+    except Exception:  # noqa: BLE001 - damaged EXIF: the pixels are fine, keep them as stored
+        pass
+    try:
+        img = _to_rgb(img)
+    except (OSError, ValueError) as exc:  # e.g. a TIFF in a colour space PIL cannot convert
+        raise ImageError(f"{name}: cannot convert the image to RGB ({img.mode}: {exc})") from None
     return img
 
 
@@ -99,7 +142,10 @@ def _to_rgb(img: Image.Image) -> Image.Image:
         return img
     if mode in ("I;16", "I;16B", "I;16L", "I", "F"):
         arr = np.asarray(img, dtype=np.float64)
-        lo, hi = float(arr.min()), float(arr.max())
+        finite = np.isfinite(arr)
+        lo, hi = (float(arr[finite].min()), float(arr[finite].max())) if finite.any() else (0.0, 0.0)
+        # NaN counts as the darkest value, +/-inf as the extremes: a few bad pixels never blank the image.
+        arr = np.nan_to_num(arr, nan=lo, posinf=hi, neginf=lo)
         scale = 255.0 / (hi - lo) if hi > lo else 0.0
         arr = ((arr - lo) * scale).clip(0, 255).astype(np.uint8)
         return Image.fromarray(arr, "L").convert("RGB")
