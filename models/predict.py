@@ -12,6 +12,7 @@ import argparse
 import json
 import os
 import sys
+import warnings
 from pathlib import Path
 
 from .registry import MODEL_NAMES, TORCH_CAM_METHODS
@@ -41,7 +42,14 @@ def run(args: argparse.Namespace) -> dict:
     from .preprocess import load_image
 
     image = load_image(args.image)  # validate the input before paying for a model load
-    clf = load_classifier(args.model, args.checkpoint)
+    try:
+        clf = load_classifier(args.model, args.checkpoint)
+    except (ValueError, OSError):  # MissingWeights, a card for another model: their messages name the file
+        raise
+    except Exception as exc:  # noqa: BLE001 - a damaged checkpoint raises anything from zip/pickle/torch
+        where = args.checkpoint or f"the shipped {args.model} weights"
+        first = " ".join(str(exc).split()).split(". ")[0]
+        raise ValueError(f"{where}: cannot load the checkpoint ({type(exc).__name__}: {first})") from None
     if args.cam:
         if args.method not in clf.cam_methods:
             raise ValueError(f"{args.model} supports --method {', '.join(clf.cam_methods)}")
@@ -60,6 +68,9 @@ def run(args: argparse.Namespace) -> dict:
 
 def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    # PIL warns on stderr about odd-but-readable files (corrupt EXIF, ...): the contract is one
+    # `error:` line for bad input and a clean stderr otherwise.
+    warnings.filterwarnings("ignore", module=r"PIL(\.|$)")
     args = get_args_parser().parse_args(argv)
     if args.threshold is not None and not 0.0 <= args.threshold <= 1.0:
         print("error: --threshold must be between 0 and 1", file=sys.stderr)
