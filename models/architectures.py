@@ -102,7 +102,7 @@ def _fix_legacy_densenet_keys(state: dict) -> dict:
     """Old torchvision checkpoints name 'norm.1' what is now 'norm1'."""
     import re
 
-    pattern = re.compile(r"^(.*denselayer\d+\.(?:norm|relu|conv))\.((?:[12])\.(?:weight|bias|running_mean|running_var))$")
+    pattern = re.compile(r"^(.*denselayer\d+\.(?:norm|relu|conv))\.((?:[12])\.(?:weight|bias|running_mean|running_var|num_batches_tracked))$")
     out = {}
     for k, v in state.items():
         m = pattern.match(k)

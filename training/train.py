@@ -107,6 +107,11 @@ def main(argv: list[str] | None = None) -> int:
     except UsageError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    return run_config(cfg)
+
+
+def run_config(cfg: dict[str, Any]) -> int:
+    """Run a resolved configuration; every outcome ends up in the run's status.json."""
     framework = spec(cfg["model"]).framework
     dist = dist_from_env()
     if dist.enabled and framework != "torch":
