@@ -349,8 +349,11 @@ class Launcher:
         info = read_run(run_dir)
         if not info.config:
             raise LaunchError(f"run {run_id} has no config.json; it cannot be resumed (start a new run)")
-        if info.state not in ("stopped", "failed") or info.alive:
+        if info.state not in ("stopped", "failed"):
             raise LaunchError(f"run {run_id} is {info.state}; only a stopped or failed run can be resumed")
+        if info.alive and not self._wait_exit(run_dir, info.status.get("pid"), 15.0):
+            raise LaunchError(f"run {run_id} is {info.state} but its process is still shutting down; "
+                              "try again in a moment")
         with launch_lock(root):
             if not allow_concurrent:
                 busy = list(active_runs(root))
@@ -364,6 +367,24 @@ class Launcher:
             proc = self._spawn(resume_command(run_dir, device), run_dir)
             self._claim(run_dir, proc.pid)
         return run_dir.name
+
+    def _wait_exit(self, run_dir: Path, pid: Any, timeout: float) -> bool:
+        """Give a process that has just reported 'stopped' time to exit; True once it has."""
+        with self.lock:
+            proc = self.procs.get(run_dir.resolve())
+        if proc is not None and proc.pid == pid:
+            try:
+                proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                return False
+            self.reap()
+            return True
+        end = time.monotonic() + timeout
+        while pid_alive(pid):
+            if time.monotonic() > end:
+                return False
+            time.sleep(0.1)
+        return True
 
     # --- stop ---
     def stop_run(self, run_id: str, root: str | os.PathLike | None = None) -> bool:
