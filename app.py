@@ -11,7 +11,7 @@ from pathlib import Path
 
 import streamlit as st
 
-from pages._ui import disclaimer
+from pages._ui import disclaimer, warm_up
 
 ROOT = Path(__file__).resolve().parent
 PAGES = ROOT / "pages"
@@ -39,7 +39,7 @@ def pages() -> dict[str, list]:
 
 
 def run() -> None:
-    st.set_page_config(page_title="Lesion Lens", page_icon="🔬", layout="wide")
+    st.set_page_config(page_title="Lesion Lens", page_icon=":material/biotech:", layout="wide")
     nav = st.navigation(pages())
     with st.sidebar:
         st.markdown("### :material/biotech: Lesion Lens")
@@ -47,7 +47,10 @@ def run() -> None:
                    "malignant, and where they looked.")
     # Above every page, so it is always in view (the sidebar can be collapsed).
     disclaimer()
-    nav.run()
+    try:
+        nav.run()
+    finally:  # also after a page's st.stop()
+        warm_up()
 
 
 if __name__ == "__main__":  # Streamlit runs the script as __main__

@@ -62,6 +62,7 @@ def serve(env: dict[str, str] | None = None, port: int | None = None, timeout: f
     t0 = time.perf_counter()
     proc = subprocess.Popen(cmd, cwd=ROOT, env=env or server_env(), stdout=log, stderr=subprocess.STDOUT)
     proc.log_path = Path(log.name)
+    proc.t0 = t0  # perf_counter() at the spawn (bench/startup.py times from it)
     url = f"http://127.0.0.1:{port}"
     try:
         while True:

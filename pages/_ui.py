@@ -15,6 +15,7 @@ import hashlib
 import html
 import io
 import os
+import threading
 from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
@@ -124,6 +125,40 @@ def get_classifier(name: str) -> Classifier:
     stamp = (_file_stamp(ckpt), _file_stamp(card_path(ckpt)))
     with st.spinner(f"Loading {display(name)}…"):
         return _cached_classifier(name, str(ckpt), stamp)
+
+
+_WARM_UP = {"started": False}
+_WARM_UP_LOCK = threading.Lock()
+
+
+def warm_up() -> None:
+    """Once per server process, after the first page has been sent: load the default PyTorch model
+    in a background thread, so the first prediction does not wait for torch and the checkpoint.
+
+    Not for the Keras model (TensorFlow is imported only when that model is used), not under
+    AppTest, and not with LESION_LENS_WARMUP=off.
+    """
+    if os.environ.get("LESION_LENS_WARMUP", "on").strip().lower() in ("0", "off", "no", "false"):
+        return
+    if st.get_option("global.appTest"):
+        return
+    with _WARM_UP_LOCK:
+        if _WARM_UP["started"]:
+            return
+        _WARM_UP["started"] = True
+    name = default_model()
+    ckpt = shipped_checkpoint(name)
+    if spec(name).framework == "keras" or not has_weights(name):
+        return
+    stamp = (_file_stamp(ckpt), _file_stamp(card_path(ckpt)))
+
+    def load() -> None:
+        try:
+            _cached_classifier(name, str(ckpt), stamp)
+        except Exception:  # noqa: BLE001 - the page reports any problem when the model is used
+            pass
+
+    threading.Thread(target=load, name="lesion-lens-warm-up", daemon=True).start()
 
 
 def try_classifier(name: str) -> Classifier | None:
@@ -252,8 +287,11 @@ def uploaded_photo(uploaded) -> Photo:
     return Photo(uploaded.name, uploaded.getvalue(), "upload")
 
 
-def photo_picker(prefix: str) -> Photo | None:
-    """File uploader plus an example list; whichever the user touched last is analysed."""
+def photo_picker(prefix: str, preselect: bool = True) -> Photo | None:
+    """File uploader plus an example list; whichever the user touched last is analysed.
+
+    preselect=False starts with no example chosen, so the page's first run does no model work.
+    """
     src = f"{prefix}_source"
     st.session_state.setdefault(src, "example")
 
@@ -268,9 +306,10 @@ def photo_picker(prefix: str) -> Photo | None:
     chosen = None
     if examples:
         i = st.selectbox("…or pick an example", range(len(examples)), key=f"{prefix}_example",
+                         index=0 if preselect else None, placeholder="Choose an example photo",
                          format_func=lambda j: examples[j].label, on_change=use, args=("example",),
                          help=about)
-        chosen = examples[i]
+        chosen = examples[i] if i is not None else None
     if uploaded is not None and (st.session_state[src] == "upload" or chosen is None):
         return uploaded_photo(uploaded)
     if chosen is not None:

@@ -16,7 +16,7 @@ missing = [n for n in MODEL_NAMES if n not in available]
 
 left, right = st.columns([3, 2], gap="large")
 with left:
-    photo = ui.photo_picker("cmp")
+    photo = ui.photo_picker("cmp", preselect=False)
 with right:
     common = [m for m in spec("torch_cnn").cam_methods if all(m in spec(n).cam_methods for n in available)]
     method = st.selectbox("Heatmap method (CAM)", common or ["gradcam"], key="cmp_cam",

@@ -16,7 +16,7 @@ st.markdown("Upload a photo of a skin lesion, or pick an example. The model give
 
 left, right = st.columns([3, 2], gap="large")
 with left:
-    photo = ui.photo_picker("diag")
+    photo = ui.photo_picker("diag", preselect=False)
 with right:
     name = ui.model_select("diag")
     methods = list(spec(name).cam_methods)
@@ -26,6 +26,9 @@ with right:
     tta = st.toggle("Test-time augmentation (8 flips and rotations)", key="diag_tta",
                     help="Predict on the 8 flips/rotations of the photo: how much does the answer move?")
 
+if not ui.has_weights(name):  # say so (and how to train it) before anything else
+    ui.try_classifier(name)
+    st.stop()
 if photo is None:
     st.info("Upload a photo or pick an example to begin.")
     st.stop()

@@ -109,6 +109,12 @@ def no_exception(at: AppTest) -> None:
     assert not at.exception, [e.value for e in at.exception]
 
 
+def pick_example(at: AppTest, key: str = "diag_example", index: int = 0) -> AppTest:
+    at.selectbox(key=key).select_index(index).run()
+    no_exception(at)
+    return at
+
+
 def prob_percent(at: AppTest) -> list[float]:
     return [float(m.value.rstrip("%")) for m in at.metric if m.label == "Probability of malignant"]
 
@@ -130,7 +136,10 @@ def test_app_starts_on_diagnose_with_disclaimer_and_pages(weights):
     at = app()
     assert at.title[0].value == "Diagnose"
     assert "not a medical device" in texts(at.caption)
-    # an example is preselected, labelled synthetic, and predicted
+    # the first run does no model work: nothing is chosen yet
+    assert "Upload a photo or pick an example to begin." in texts(at.info)
+    assert not prob_percent(at)
+    pick_example(at)
     assert prob_percent(at)
     assert "SYNTHETIC" in texts(at.caption)
     for page, title in [("pages/compare.py", "Compare models"), ("pages/patient.py", "Patient view: the ugly duckling"),
@@ -227,7 +236,7 @@ def test_threshold_slider_moves_label_and_operating_point(weights):
 
 
 def test_test_time_augmentation_shows_the_spread(weights):
-    at = app()
+    at = pick_example(app())
     at.toggle(key="diag_tta").set_value(True).run()
     no_exception(at)
     md = texts(at.markdown)
@@ -236,6 +245,11 @@ def test_test_time_augmentation_shows_the_spread(weights):
 
 def test_model_without_weights_says_how_to_train(weights):
     at = app()
+    at.selectbox(key="diag_model").set_value("keras_cnn").run()
+    assert "Keras CNN has no trained weights yet" in texts(at.warning)  # even before a photo is chosen
+    at.selectbox(key="diag_model").set_value("torch_cnn").run()
+    pick_example(at)
+    assert prob_percent(at)
     for name, display in [("keras_cnn", "Keras CNN"), ("densenet161", "DenseNet161")]:
         at.selectbox(key="diag_model").set_value(name).run()
         no_exception(at)
@@ -268,8 +282,7 @@ def test_bad_upload_shows_a_message_and_the_next_upload_works(weights, name, dat
 
 def test_flat_cam_is_reported_not_drawn(tmp_path, monkeypatch):
     monkeypatch.setenv("LESION_LENS_WEIGHTS_DIR", str(make_weights(tmp_path, {"torch_cnn": 0.5}, flat=True)))
-    at = app()
-    no_exception(at)
+    at = pick_example(app())
     assert "No spatial evidence" in texts(at.info)
     assert len(at.image) == 1  # only the photo
     assert not at.download_button
@@ -294,8 +307,9 @@ def test_examples_come_from_the_data_folder_when_set(weights, tmp_path, monkeypa
     at = app()
     labels = list(at.selectbox(key="diag_example").options)
     assert len(labels) == 6 and all("skin/test/" in lab for lab in labels), labels
+    pick_example(at, index=4)
     assert prob_percent(at)
-    assert "labelled benign there" in texts(at.caption)
+    assert "labelled malignant there" in texts(at.caption)
 
 
 def test_uploads_are_not_written_to_disk_or_logged(weights, monkeypatch, caplog):
@@ -342,8 +356,7 @@ def test_compare_shows_every_model_and_the_disagreement(weights):
 def test_compare_says_when_models_agree(tmp_path, monkeypatch):
     monkeypatch.setenv("LESION_LENS_WEIGHTS_DIR",
                        str(make_weights(tmp_path, {"torch_cnn": 0.0, "efficientnet_lite0": 0.0})))
-    at = app("pages/compare.py")
-    no_exception(at)
+    at = pick_example(app("pages/compare.py"), key="cmp_example")
     assert "All 2 models say **malignant**" in texts(at.success)
 
 
