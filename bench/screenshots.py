@@ -171,7 +171,10 @@ def take(url: str, out: Path, data: str | os.PathLike | None = None) -> list[Pat
         page.wait_for_selector(FILE_INPUT, state="attached", timeout=60_000)
         settle(page)
         photo = sample_photos(data, 0, 1)
-        upload(page, photo)
+        if data:
+            upload(page, photo)
+        else:  # a shipped example: the page labels it SYNTHETIC
+            choose(page, "…or pick an example", "synthetic malignant 1")
         page.wait_for_selector('[data-testid="stImage"]', timeout=180_000)
         settle(page, timeout=180)
         screenshot(page, out / "diagnose.png")

@@ -403,7 +403,7 @@ def prob_bar_html(prob: float, threshold: float, ticks: Sequence[float] | None =
         f'<div title="threshold" style="position:absolute;left:{thr:.2f}%;top:-4px;bottom:-4px;width:3px;'
         f'margin-left:-1px;background:#111"></div>'
         f'<div style="position:absolute;left:{thr:.2f}%;top:24px;transform:translateX(-50%);font-size:.72rem;'
-        f'color:#444;white-space:nowrap">threshold {threshold:.2f}</div>'
+        f'color:#444;white-space:nowrap">threshold {threshold:.3f}</div>'
         f'</div></div>'
     )
 

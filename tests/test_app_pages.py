@@ -443,3 +443,16 @@ def test_about_shows_cards_provenance_and_limits(weights):
     assert {h.value for h in at.header} >= {"The models", "The data and its terms", "What the models cannot do",
                                             "What the heatmap does and does not mean"}
 
+
+
+def test_threshold_with_more_decimals_than_the_slider(tmp_path, monkeypatch):
+    # A card threshold of 0.524678 shows as 0.525 on the slider; left there, the page uses the exact
+    # value and does not claim another operating point.
+    monkeypatch.setenv("LESION_LENS_WEIGHTS_DIR", str(make_weights(tmp_path, {"torch_cnn": 0.524678})))
+    at = pick_example(app())
+    assert at.slider(key="diag_thr_torch_cnn").value == pytest.approx(0.525)
+    assert "instead" not in texts(at.markdown)
+    assert "Move the threshold" in texts(at.caption)
+    assert "at its threshold 0.525" in texts(at.markdown)
+    at.slider(key="diag_thr_torch_cnn").set_value(0.6).run()
+    assert "At threshold **0.600** instead" in texts(at.markdown)

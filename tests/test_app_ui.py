@@ -51,7 +51,7 @@ def test_operating_point_above_every_threshold():
 
 def test_prob_bar_marks_probability_and_threshold():
     html = ui.prob_bar_html(0.734, 0.3, ticks=[0.6, 0.8])
-    assert "width:73.40%" in html and "left:30.00%" in html and "threshold 0.30" in html
+    assert "width:73.40%" in html and "left:30.00%" in html and "threshold 0.300" in html
     assert html.count("opacity:.55") == 2
     assert ui.LABEL_COLOURS["malignant"] in html
     assert ui.LABEL_COLOURS["benign"] in ui.prob_bar_html(0.2, 0.3)
