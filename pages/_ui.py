@@ -256,13 +256,16 @@ def _examples(data_dir: str | None) -> tuple[list[Example], str]:
             # Held-out images (a test/ split) are the honest examples: the models never trained on them.
             root = next((r for r in roots if r.name.lower() == "test"), roots[0])
             rel = root.relative_to(base) if root != base else Path(base.name)
+            held_out = root.name.lower() == "test"
+            caveat = "" if held_out else (" The models may have been trained on this photo, so their answer "
+                                          "on it is optimistic.")
             found: list[Example] = []
             for cls in ("benign", "malignant"):
                 files = sorted(p for p in (root / cls).iterdir()
                                if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file() and not p.name.startswith("."))
                 for i, p in enumerate(_spread(files, EXAMPLES_PER_CLASS), 1):
                     found.append(Example(f"{cls} {i} ({rel}/{cls}/{p.name})", str(p), cls, False,
-                                         f"From the dataset folder {rel}/, labelled {cls} there."))
+                                         f"From the dataset folder {rel}/, labelled {cls} there.{caveat}"))
             if found:
                 return found, f"Examples from the dataset in {rel}/ (LESION_LENS_DATA)."
     found = []

@@ -120,7 +120,8 @@ st.markdown(
 
 st.header("How it is built")
 st.markdown(
-    "Four networks share one interface: a Keras CNN and a PyTorch CNN trained from scratch, DenseNet161 and "
-    "EfficientNet-Lite0 fine-tuned from ImageNet weights. Preprocessing (a centre crop, resize and normalisation "
+    "Four networks share one interface: a Keras CNN and a PyTorch CNN trained from scratch, and DenseNet161 and "
+    "EfficientNet-Lite0, which can start from ImageNet weights (the table's *initialisation* row says whether "
+    "the shipped ones did). Preprocessing (a centre crop, resize and normalisation "
     "read from the model card) is the same code in training and in the app. See the repository's README for "
     "training, evaluation and the command-line tools.")

@@ -310,6 +310,7 @@ def test_examples_come_from_the_data_folder_when_set(weights, tmp_path, monkeypa
     pick_example(at, index=4)
     assert prob_percent(at)
     assert "labelled malignant there" in texts(at.caption)
+    assert "may have been trained on" not in texts(at.caption)  # a test/ split is held out
 
 
 def test_uploads_are_not_written_to_disk_or_logged(weights, monkeypatch, caplog):
@@ -456,3 +457,13 @@ def test_threshold_with_more_decimals_than_the_slider(tmp_path, monkeypatch):
     assert "at its threshold 0.525" in texts(at.markdown)
     at.slider(key="diag_thr_torch_cnn").set_value(0.6).run()
     assert "At threshold **0.600** instead" in texts(at.markdown)
+
+
+def test_examples_from_a_training_folder_carry_a_caveat(weights, tmp_path, monkeypatch):
+    from training.synthetic import write_dataset
+
+    write_dataset(tmp_path / "only" / "train", per_class=2, size=64)
+    monkeypatch.setenv("LESION_LENS_DATA", str(tmp_path))
+    at = pick_example(app())
+    assert list(at.selectbox(key="diag_example").options)[0].startswith("benign 1 (only/train/benign/")
+    assert "may have been trained on this photo" in texts(at.caption)
