@@ -1,0 +1,138 @@
+"""Latency of one explained prediction, per model, at 224 px and batch 1 on this machine.
+
+Columns, measured interleaved in the same run so load on the machine hits all alike:
+  forward  - a plain inference forward pass (the floor)
+  ours     - Classifier.explain: prediction + Grad-CAM from one shared forward
+  naive    - a separate forward for the prediction, then a fresh stock Grad-CAM object with
+             gradients through the whole network (what a tutorial does)
+
+    python bench/latency.py [--models a,b] [--repeats 20] [--size 224]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+from models.registry import MODEL_NAMES, default_card  # noqa: E402
+from training.synthetic import make_lesion  # noqa: E402
+
+
+def torch_runners(name: str, size: int):
+    import torch
+    from pytorch_grad_cam import GradCAM
+    from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
+
+    from models.torch_classifier import TorchClassifier, build_for_inference
+
+    torch.manual_seed(0)
+    clf = TorchClassifier(build_for_inference(name), default_card(name, image_size=size))
+    img = make_lesion("malignant", size, 1)
+    x = clf._tensor(img[None])
+    naive_model = build_for_inference(name).eval()  # its own copy: parameters require grad, as by default
+
+    def forward():
+        with torch.inference_mode():
+            clf.model(x)
+
+    def ours():
+        clf.explain(img, "gradcam")
+
+    def naive():
+        with torch.no_grad():
+            naive_model(x)
+        with GradCAM(model=naive_model, target_layers=[naive_model.body]) as cam:
+            cam(input_tensor=x, targets=[ClassifierOutputTarget(1)])
+
+    return forward, ours, naive
+
+
+def keras_runners(size: int):
+    import keras
+    import tensorflow as tf
+
+    from models.keras_model import KerasClassifier, build_keras_cnn
+
+    keras.utils.set_random_seed(0)
+    model = build_keras_cnn(size)
+    clf = KerasClassifier(model, default_card("keras_cnn", image_size=size))
+    img = make_lesion("malignant", size, 1)
+    from models.preprocess import normalize
+
+    card = clf.card
+    x = tf.constant(normalize(img[None], card["mean"], card["std"], channels_last=True))
+    predict_fn = tf.function(lambda t: model(t, training=False))
+
+    def forward():
+        predict_fn(x).numpy()
+
+    def ours():
+        clf.explain(img, "gradcam")
+
+    def naive():  # the eager recipe from tutorials: separate forward, then a tape over a new model
+        model(x, training=False).numpy()
+        grad_model = keras.Model(model.inputs, [model.get_layer("cam_layer").output, model.output])
+        with tf.GradientTape() as tape:
+            conv, logits = grad_model(x)
+            score = logits[:, 1]
+        grads = tape.gradient(score, conv)
+        w = tf.reduce_mean(grads, axis=(1, 2))
+        cam = tf.nn.relu(tf.reduce_sum(conv * w[:, None, None, :], axis=-1))
+        tf.image.resize(cam[..., None], (size, size)).numpy()
+
+    return forward, ours, naive
+
+
+def measure(fns, repeats: int, warmup: int = 3):
+    for fn in fns:
+        for _ in range(warmup):
+            fn()
+    times = [[] for _ in fns]
+    for _ in range(repeats):
+        for i, fn in enumerate(fns):  # interleaved
+            t = time.perf_counter()
+            fn()
+            times[i].append((time.perf_counter() - t) * 1000)
+    return times
+
+
+def p95(values):
+    return float(np.percentile(values, 95))
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--models", default=",".join(MODEL_NAMES))
+    p.add_argument("--repeats", type=int, default=20)
+    p.add_argument("--size", type=int, default=224)
+    args = p.parse_args(argv)
+    import torch
+
+    print(f"CPU threads: {torch.get_num_threads()}, {args.size} px, batch 1, {args.repeats} interleaved repeats")
+    rows = []
+    for name in args.models.split(","):
+        fns = keras_runners(args.size) if name == "keras_cnn" else torch_runners(name, args.size)
+        t_fwd, t_ours, t_naive = measure(fns, args.repeats)
+        rows.append((name, t_fwd, t_ours, t_naive))
+        print(f"  {name} done", flush=True)
+    print()
+    print("| model | forward ms (p50 / p95) | ours: predict+explain ms | naive ms | ours / forward | naive / ours |")
+    print("|---|---:|---:|---:|---:|---:|")
+    for name, f, o, n in rows:
+        mf, mo, mn = statistics.median(f), statistics.median(o), statistics.median(n)
+        print(f"| {name} | {mf:.1f} / {p95(f):.1f} | {mo:.1f} / {p95(o):.1f} | {mn:.1f} / {p95(n):.1f} | "
+              f"{mo / mf:.2f}x | {mn / mo:.2f}x |")
+
+
+if __name__ == "__main__":
+    main()
