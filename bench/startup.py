@@ -4,7 +4,8 @@ Prints one table:
 - seconds from `streamlit run` to the Diagnose page being interactive (file input and model
   choice in the page), then from picking an example right away to its prediction and heatmap
   (the default model loads in the background from start-up), median of --repeat starts; the
-  baseline is a bare Streamlit page with one file uploader, started the same way in the same run;
+  baseline is a bare Streamlit page with one file uploader, started the same way (same
+  .streamlit/config.toml) in the same run;
 - per model: seconds from choosing it in the browser to its prediction and heatmap on the page
   (cold: the model loads, and the Keras one imports TensorFlow), then the warm in-process
   time of one explained prediction;
@@ -151,6 +152,9 @@ def main(argv=None) -> None:
 
     bare = Path(tmp.name) / "bare_app.py"
     bare.write_text(BARE_APP)
+    # Same server settings for the baseline (uploads, no file watcher, headless).
+    (bare.parent / ".streamlit").mkdir()
+    (bare.parent / ".streamlit" / "config.toml").write_text((ROOT / ".streamlit" / "config.toml").read_text())
 
     from models import MODEL_NAMES, spec
     from pages._ui import default_model, models_with_weights
