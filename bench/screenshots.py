@@ -183,7 +183,10 @@ def take(url: str, out: Path, data: str | os.PathLike | None = None) -> list[Pat
         goto_page(page, "Compare models")
         page.wait_for_selector(FILE_INPUT, state="attached", timeout=60_000)
         settle(page)
-        upload(page, photo)
+        if data:
+            upload(page, photo)
+        else:
+            choose(page, "…or pick an example", "synthetic malignant 1")
         settle(page, timeout=300)
         page.wait_for_selector('[data-testid="stImage"]', timeout=300_000)
         screenshot(page, out / "compare.png")

@@ -27,11 +27,11 @@ def _data(card: dict) -> str:
     for split in ("train", "val"):
         c = counts.get(split)
         if isinstance(c, dict):
-            parts.append(f"{split} " + "/".join(f"{v} {k}" for k, v in c.items()))
+            parts.append(f"{sum(int(v) for v in c.values())} {split}")
         elif c is not None:
-            parts.append(f"{split} {c}")
+            parts.append(f"{c} {split}")
     if parts:
-        text += " (" + "; ".join(parts) + ")"
+        text += ": " + " + ".join(parts) + " photos"
     if d.get("synthetic"):
         text += f" · {ui.SYNTHETIC_NOTE}"
     return text
@@ -111,8 +111,8 @@ st.markdown(
     "model's** answer most, computed at the model's last convolutional layer and scaled up to the photo.\n\n"
     "- It **does** show what the model relied on: if it lights up a ruler, a hair, an ink mark or the dark "
     "corner of a dermoscope, the model is using a shortcut rather than the lesion.\n"
-    "- It **does not** show where the disease is. It is not a segmentation, it is coarse (a 7×7 to 16×16 grid "
-    "scaled up), and it is normalised per photo: red means “strongest in *this* photo”, not “strong”.\n"
+    "- It **does not** show where the disease is. It is not a segmentation, it is coarse (a grid of 7×7 to 20×20 "
+    "cells, scaled up), and it is normalised per photo: red means “strongest in *this* photo”, not “strong”.\n"
     "- Different methods (Grad-CAM, Grad-CAM++, XGrad-CAM, Eigen-CAM, Layer-CAM) can disagree on the same photo: "
     "each answers a slightly different question. Eigen-CAM ignores the answer altogether.\n"
     "- A **flat** map (no spatial evidence) is reported as such rather than drawn: stretching a map with no "

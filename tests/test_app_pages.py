@@ -435,6 +435,7 @@ def test_about_shows_cards_provenance_and_limits(weights):
     assert {"PyTorch CNN", "EfficientNet-Lite0", "Keras CNN", "DenseNet161"} <= set(table.columns)
     rows = dict(zip(table.iloc[:, 0], table["PyTorch CNN"]))
     assert rows["training"].startswith("1 epochs") and rows["threshold"] == "0.000"
+    assert rows["data"] == "throwaway test checkpoint: 6 train photos"
     assert rows["validation AUC"] == f"{fake_validation()['auc']:.3f}"
     assert "no weights yet" in list(table["Keras CNN"])
     md = texts(at.markdown)
