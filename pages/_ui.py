@@ -33,7 +33,11 @@ from models.registry import card_path, read_card, shipped_checkpoint
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES_DIR = ROOT / "assets" / "examples"
 SYNTHETIC_NOTE = "SYNTHETIC (generated, not a real lesion)"
-UPLOAD_TYPES = ["jpg", "jpeg", "png", "webp", "bmp", "tif", "tiff"]
+# The browser's file picker offers these (by MIME type: .jpg/.jpeg, .png, .webp, .bmp, .tif/.tiff).
+# MIME types rather than extensions because with extensions Streamlit re-checks the name on the
+# server and raises in the page for a file that bypassed the picker (a hand-made request); this
+# way such a file reaches models.load_image, which refuses it with a clear message.
+UPLOAD_TYPES = ["image/jpeg", "image/png", "image/webp", "image/bmp", "image/tiff"]
 DISCLAIMER = ("Research and teaching demo, **not a medical device**: it does not diagnose anything. "
               "See a dermatologist about any skin lesion that worries you.")
 DISPLAY_SIZE = 336

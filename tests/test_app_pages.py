@@ -468,3 +468,20 @@ def test_examples_from_a_training_folder_carry_a_caveat(weights, tmp_path, monke
     at = pick_example(app())
     assert list(at.selectbox(key="diag_example").options)[0].startswith("benign 1 (only/train/benign/")
     assert "may have been trained on this photo" in texts(at.caption)
+
+
+def test_a_file_that_bypasses_the_picker_gets_a_message(weights):
+    # The picker offers image MIME types only; a PDF sent anyway (a hand-made request) must meet our own
+    # check, not a Streamlit exception.
+    at = app()
+    assert set(at.file_uploader(key="diag_upload").allowed_type) == {
+        "image/jpeg", "image/png", "image/webp", "image/bmp", "image/tiff"}
+    at.file_uploader(key="diag_upload").set_value(("report.pdf", b"%PDF-1.4 not a photo", "application/pdf")).run()
+    no_exception(at)
+    assert "report.pdf: not an image this app can read" in texts(at.error)
+    at.switch_page("pages/patient.py").run()
+    at.file_uploader(key="pat_upload").set_value([("report.pdf", b"%PDF-1.4", "application/pdf"),
+                                                  ("a.png", photo(seed=1, size=96), "image/png")]).run()
+    no_exception(at)
+    assert "report.pdf: not an image this app can read" in texts(at.error)
+    assert len(at.dataframe[0].value) == 1
