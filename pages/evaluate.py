@@ -27,6 +27,7 @@ from training.rundir import list_runs
 SYNTHETIC = "__synthetic__"
 GALLERY = 12
 PROGRESS_UPDATES = 20
+SAME_THRESHOLD = 5e-4  # the slider starts at the card's threshold rounded to 3 decimals
 
 
 # ------------------------------------------------------------------ choices
@@ -129,13 +130,13 @@ def roc_figure(result: dict, op: tuple[float, float], thr: float, model_thr: flo
                              customdata=roc["thresholds"],
                              hovertemplate="threshold %{customdata:.3f}<br>1 − specificity %{x:.3f}"
                                            "<br>sensitivity %{y:.3f}<extra></extra>"))
-    if model_op is not None and abs(thr - model_thr) > 1e-9:
+    if model_op is not None and abs(thr - model_thr) > SAME_THRESHOLD:
         fig.add_trace(go.Scatter(x=[1 - model_op[1]], y=[model_op[0]], mode="markers", name=f"card threshold {model_thr:.3f}",
                                  marker={"size": 11, "color": "white", "line": {"color": "#555", "width": 2}}))
     fig.add_trace(go.Scatter(x=[1 - op[1]], y=[op[0]], mode="markers", name=f"threshold {thr:.3f}",
                              marker={"size": 14, "color": "#b03a2e", "symbol": "diamond",
                                      "line": {"color": "white", "width": 1}}))
-    fig.update_layout(title={"text": "ROC curve", "font": {"size": 15}}, height=380,
+    fig.update_layout(title={"text": "ROC curve", "font": {"size": 15}}, height=420,
                       margin={"l": 10, "r": 10, "t": 40, "b": 10},
                       xaxis={"title": "1 − specificity (benign called malignant)", "range": [-0.01, 1.01]},
                       yaxis={"title": "sensitivity (malignant found)", "range": [-0.01, 1.01], "scaleanchor": "x"},
@@ -150,7 +151,7 @@ def confusion_figure(c: dict) -> go.Figure:
     fig = go.Figure(go.Heatmap(z=z, x=["benign", "malignant"], y=["benign", "malignant"], text=text,
                                texttemplate="%{text}", textfont={"size": 15}, colorscale="Blues", showscale=False,
                                hovertemplate="true %{y}, predicted %{x}: %{z}<extra></extra>"))
-    fig.update_layout(title={"text": "Confusion matrix", "font": {"size": 15}}, height=380,
+    fig.update_layout(title={"text": "Confusion matrix", "font": {"size": 15}}, height=420,
                       margin={"l": 10, "r": 10, "t": 40, "b": 10},
                       xaxis={"title": "predicted", "side": "bottom"},
                       yaxis={"title": "true", "autorange": "reversed"})
@@ -169,7 +170,8 @@ def reliability_figure(cal: dict) -> go.Figure:
                          marker={"color": "#5dade2"}, customdata=[cal["count"][i] for i in keep],
                          hovertemplate="p in bin %{x:.2f}: %{y:.2f} malignant (%{customdata} images)<extra></extra>"))
     fig.add_trace(go.Scatter(x=[cal["mean_prob"][i] for i in keep], y=[cal["frac_malignant"][i] for i in keep],
-                             mode="markers+lines", name="mean predicted probability", marker={"color": "#1a5276"}))
+                             mode="markers", name="mean predicted probability in the bin",
+                             marker={"color": "#1a5276", "size": 9}))
     fig.update_layout(title={"text": f"Reliability (ECE {ui.fmt_metric(cal['ece'], 3)})", "font": {"size": 15}},
                       height=380, margin={"l": 10, "r": 10, "t": 40, "b": 10},
                       xaxis={"title": "predicted probability of malignant", "range": [0, 1]},
@@ -228,7 +230,7 @@ if isinstance(train_data, dict) and train_data.get("root") and folder_opt != SYN
 
 try:
     folder = launcher.synthetic_demo() / "test" if folder_opt == SYNTHETIC else launcher.resolve_dataset(folder_opt, base)
-except LaunchError as exc:
+except (LaunchError, OSError) as exc:
     st.error(str(exc), icon=":material/block:")
     st.stop()
 if folder_opt == SYNTHETIC:
@@ -282,7 +284,7 @@ cols[3].metric("Sensitivity", ui.fmt_metric(m["sensitivity"], 3))
 cols[4].metric("Specificity", ui.fmt_metric(m["specificity"], 3))
 st.caption(f"{ui.display(name)} on {result['n']} images of {folder_label(folder_opt, base)}"
            f"{' with test-time augmentation' if result['tta'] else ''}; threshold {thr:.3f}"
-           f"{' (the card’s)' if abs(thr - model_thr) < 1e-9 else f' (the card says {model_thr:.3f})'}. "
+           f"{' (the card’s)' if abs(thr - model_thr) <= SAME_THRESHOLD else f' (the card says {model_thr:.3f})'}. "
            "Sensitivity: malignant photos called malignant; specificity: benign photos called benign. "
            "ROC AUC does not depend on the threshold.")
 

@@ -23,7 +23,6 @@ from training.rundir import ACTIVE_STATES, list_runs, read_metrics, read_run, sa
 from training.train import DEFAULT_EPOCHS, DEFAULT_LR, LIMITS
 
 SYNTHETIC = "__synthetic__"
-STATE_ICONS = {"starting": "⏳", "running": "▶️", "finished": "✅", "stopped": "⏹️", "failed": "❌"}
 STATE_COLOURS = {"starting": "#7d6608", "running": "#1e8449", "finished": "#2471a3", "stopped": "#6c3483",
                  "failed": "#b03a2e"}
 SPLIT_COLOURS = {"train": "#2471a3", "val": "#d35400"}
@@ -43,8 +42,8 @@ ENABLED = launcher.training_enabled()
 # ------------------------------------------------------------------ helpers
 
 def state_badge(state: str) -> str:
-    return (f'<span style="background:{STATE_COLOURS.get(state, "#555")};color:white;padding:.1rem .5rem;'
-            f'border-radius:.3rem;font-weight:600">{STATE_ICONS.get(state, "")} {html.escape(state)}</span>')
+    return (f'<span class="ll-state" style="background:{STATE_COLOURS.get(state, "#555")};color:white;'
+            f'padding:.1rem .5rem;border-radius:.3rem;font-weight:600">{html.escape(state)}</span>')
 
 
 def run_model(info) -> str | None:
@@ -64,7 +63,7 @@ def started_at(info) -> str:
             t = info.path.stat().st_mtime
         except OSError:
             return ""
-    return _dt.datetime.fromtimestamp(float(t)).strftime("%Y-%m-%d %H:%M")
+    return _dt.datetime.fromtimestamp(float(t)).strftime("%m-%d %H:%M")
 
 
 def fmt(v, digits: int = 3) -> str:
@@ -79,7 +78,7 @@ def dataset_label(opt: str, base: Path | None) -> str:
     return f"{shown} ({counts.get('benign', 0)} benign, {counts.get('malignant', 0)} malignant)"
 
 
-def curves(points: list[dict], metric: str, title: str, key: str, uirev: str) -> None:
+def curves(points: list[dict], metric: str, title: str, key: str, uirev: str, epochs: int) -> None:
     fig = go.Figure()
     for split, name in (("train", "train"), ("val", "validation")):
         pts = [p for p in points if p["split"] == split and p.get(metric) is not None]
@@ -87,8 +86,11 @@ def curves(points: list[dict], metric: str, title: str, key: str, uirev: str) ->
                                  mode="lines+markers" if split == "val" else "lines",
                                  line={"color": SPLIT_COLOURS[split], "width": 2},
                                  marker={"size": 7}))
-    fig.update_layout(title={"text": title, "font": {"size": 15}}, height=290, margin={"l": 10, "r": 10, "t": 40, "b": 10},
-                      xaxis_title="epoch", uirevision=uirev, legend={"orientation": "h", "y": -0.25},
+    fig.update_layout(title={"text": title, "font": {"size": 15}}, height=300, margin={"l": 10, "r": 10, "t": 40, "b": 10},
+                      uirevision=uirev, showlegend=True,
+                      # the whole run's width from the start: the lines grow to the right, the axis stays put
+                      xaxis={"title": "epoch", "range": [0, max([epochs] + [p["x"] for p in points]) * 1.01]},
+                      legend={"orientation": "h", "x": 1, "xanchor": "right", "y": 1.02, "yanchor": "bottom"},
                       yaxis={"rangemode": "tozero"} if metric == "loss" else {"range": [0, 1.02]})
     st.plotly_chart(fig, key=key, config={"displayModeBar": False})
 
@@ -163,18 +165,22 @@ def start_form(runs) -> None:
                                  help="Runs share this machine's CPU/GPU; two at once each take about twice as long.")
         blocked = bool(active) and not allow_many
         if blocked:
-            st.info(f"Run {active[0].id} is {active[0].state}. One run at a time on this machine: stop it, wait "
+            st.info(f"Run {active[0].id} is in progress. One run at a time on this machine: stop it, wait "
                     "for it, or tick “Allow more than one run at a time”.", icon=":material/hourglass_top:")
         slow_ok = True
         if launcher.resolved_device(device) == "cpu" and launcher.is_heavy(model, int(size)):
             n = 0 if data == SYNTHETIC else sum(launcher.count_images(base / data).values()) if base else 0
             n = n or sum(launcher.SYNTHETIC_PER_CLASS.values()) * 2
-            with st.spinner(f"Timing a few training steps of {ui.display(model)} on this CPU…"):
-                est = launcher.estimate_cpu_epoch_time(model, int(size), int(batch), n)
-            st.warning(f"{ui.display(model)} at {int(size)} px on the CPU is slow: about "
-                       f"**{launcher.format_duration(est['seconds_per_epoch'])} per epoch** on these {n} images, "
-                       f"**{launcher.format_duration(est['seconds_per_epoch'] * int(epochs))} for {int(epochs)} "
-                       f"epochs** (timed from a few training steps here; other work on the machine changes it). "
+            try:
+                with st.spinner(f"Timing a few training steps of {ui.display(model)} on this CPU…"):
+                    est = launcher.estimate_cpu_epoch_time(model, int(size), int(batch), n)
+                how_long = (f"about **{launcher.format_duration(est['seconds_per_epoch'])} per epoch** on these {n} "
+                            f"images, **{launcher.format_duration(est['seconds_per_epoch'] * int(epochs))} for "
+                            f"{int(epochs)} epochs** (timed from a few training steps here; other work on the "
+                            "machine changes it)")
+            except (ImportError, RuntimeError, ValueError, MemoryError) as exc:
+                how_long = f"hours for a real dataset (the time could not be measured here: {type(exc).__name__})"
+            st.warning(f"{ui.display(model)} at {int(size)} px on the CPU is slow: {how_long}. "
                        "A GPU, a smaller image size or the PyTorch CNN is much faster.", icon=":material/timer:")
             slow_ok = st.checkbox("Start it anyway", key="train_slow_ok")
         start = st.button("Start training", key="train_start", type="primary", icon=":material/play_arrow:",
@@ -184,7 +190,7 @@ def start_form(runs) -> None:
             path = launcher.synthetic_demo() / "train" if data == SYNTHETIC else launcher.resolve_dataset(data, base)
             rid = REG.start_run(model, path, int(epochs), int(size), int(batch), float(lr), weights, device,
                                 allow_concurrent=allow_many)
-        except LaunchError as exc:
+        except (LaunchError, OSError) as exc:
             st.error(str(exc), icon=":material/block:")
             return
         st.session_state["train_watch"] = rid
@@ -223,9 +229,9 @@ def watch(run_id: str) -> None:
     if points:
         left, right = st.columns(2)
         with left:
-            curves(points, "loss", "Loss", "train_loss_chart", run_id)
+            curves(points, "loss", "Loss", "train_loss_chart", run_id, prog["epochs"])
         with right:
-            curves(points, "accuracy", "Accuracy", "train_acc_chart", run_id)
+            curves(points, "accuracy", "Accuracy", "train_acc_chart", run_id, prog["epochs"])
     elif info.state in ACTIVE_STATES:
         st.caption("Waiting for the first metrics (the process loads the data first)…")
     val = [p for p in points if p["split"] == "val"]
@@ -313,9 +319,9 @@ by_id = {r.id: r for r in runs}
 
 
 def run_choice_label(rid: str) -> str:
-    r = by_id[rid]
-    m = run_model(r)
-    return f"{STATE_ICONS.get(r.state, '')} {rid} ({r.state}{', ' + ui.display(m) if m in MODEL_NAMES else ''})"
+    # No state here: it moves on while the page stands still (the panel and the table show it live).
+    m = by_id[rid].model or by_id[rid].status.get("model")
+    return f"{rid} · {ui.display(m)}" if m in MODEL_NAMES else rid
 
 
 chosen = st.selectbox("Show run", ids, key="train_watch", format_func=run_choice_label)
@@ -326,17 +332,23 @@ with st.container(border=True):
         st.fragment(watch)(chosen)
         promote_panel(by_id[chosen])
 
-table = []
-for r in runs:
-    m = run_model(r)
-    card_v = (r.card or {}).get("validation") or {}
-    table.append({"run": r.id, "model": ui.display(m) if m in MODEL_NAMES else "?", "state": r.state,
-                  "epochs": f"{r.status.get('epoch', 0)}/{r.status.get('epochs') or r.config.get('epochs') or '?'}",
-                  "best val AUC": card_v.get("auc", r.best.get("auc")),
-                  "best val accuracy": card_v.get("accuracy", r.best.get("accuracy")),
-                  "data": "SYNTHETIC" if run_is_synthetic(r) else Path(str(r.config.get("data") or "?")).name,
-                  "device": r.status.get("device") or "", "started": started_at(r)})
-st.caption("All runs in the runs folder (best validation metrics: from the model card when the run finished).")
-st.dataframe(table, hide_index=True,
-             column_config={"best val AUC": st.column_config.NumberColumn(format="%.3f"),
-                            "best val accuracy": st.column_config.NumberColumn(format="%.3f")})
+def runs_table() -> None:
+    table = []
+    for r in list_runs():
+        m = run_model(r)
+        card_v = (r.card or {}).get("validation") or {}
+        table.append({"run": r.id, "model": ui.display(m) if m in MODEL_NAMES else "?", "state": r.state,
+                      "epochs": f"{r.status.get('epoch', 0)}/{r.status.get('epochs') or r.config.get('epochs') or '?'}",
+                      "val AUC": card_v.get("auc", r.best.get("auc")),
+                      "val accuracy": card_v.get("accuracy", r.best.get("accuracy")),
+                      "data": "SYNTHETIC" if run_is_synthetic(r) else Path(str(r.config.get("data") or "?")).name,
+                      "device": r.status.get("device") or "", "started": started_at(r)})
+    st.caption("All runs in the runs folder. Validation AUC and accuracy: the best epoch's, from the model card "
+               "once a run has finished.")
+    st.dataframe(table, hide_index=True,
+                 column_config={"val AUC": st.column_config.NumberColumn(format="%.3f"),
+                                "val accuracy": st.column_config.NumberColumn(format="%.3f")})
+
+
+# Refreshed every few seconds while any run is active, so states and epochs stay current.
+st.fragment(runs_table, run_every=3.0 if any(r.state in ACTIVE_STATES for r in runs) else None)()
