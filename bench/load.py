@@ -1,0 +1,354 @@
+"""Many users at once: `python bench/load.py [--sessions 1 4 8 16] [--weights DIR]`.
+
+Starts `streamlit run app.py` on a free loopback port and, for each N, opens N browser sessions
+at once (one Chromium, N contexts, Playwright's async API). Every session loads the Diagnose page,
+then all upload at the same moment, each a DIFFERENT synthetic photo (training.synthetic, its own
+seed, labelled synthetic), and wait for the probability. Each photo's probability is computed
+beforehand in this process with the same model, so a session that shows another session's
+answer (cross-talk) is caught. Prints p50/p95/max time from upload to result, errors and
+cross-talk per N, and the baseline: the same page with one session, measured in the same run.
+
+Targets: 0 errors and no cross-talk at 16 sessions; p95 at 8 sessions within 4x the single-session
+median. Loopback only; at most 32 sessions; every wait is bounded (--timeout).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import io
+import json
+import math
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                 "--disable-dev-shm-usage"]
+READY = '[data-testid="stApp"][data-test-script-state="notRunning"]'
+FILE_INPUT = 'input[type="file"]'
+METRIC = '[data-testid="stMetricValue"]'
+MAX_SESSIONS = 32
+MIN_GAP = 0.3  # percentage points between the probabilities of photos in one wave
+
+
+@dataclass
+class Photo:
+    name: str
+    data: bytes
+    seed: int
+    expected: float = float("nan")  # P(malignant), computed in this process
+
+
+@dataclass
+class Result:
+    n: int
+    wave: int
+    name: str
+    expected: str = ""
+    shown: str = ""
+    seconds: float = float("nan")
+    error: str = ""
+    crosstalk: bool = False
+
+
+@dataclass
+class Row:
+    n: int
+    sessions: int
+    p50: float
+    p95: float
+    max: float
+    errors: int
+    crosstalk: int
+    rss_mb: float
+    results: list = field(default_factory=list)
+
+
+# ------------------------------------------------------------------ the server
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextlib.contextmanager
+def serve(weights: str | None, timeout: float = 120) -> Iterator[tuple[str, subprocess.Popen]]:
+    port = free_port()
+    env = dict(os.environ)
+    env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    env.pop("LESION_LENS_DATA", None)
+    if weights:
+        env["LESION_LENS_WEIGHTS_DIR"] = str(Path(weights).resolve())
+    cmd = [sys.executable, "-m", "streamlit", "run", "app.py", "--server.address", "127.0.0.1",
+           "--server.port", str(port), "--server.headless", "true"]
+    log = tempfile.NamedTemporaryFile(prefix="lesion-lens-load-", suffix=".log", delete=False)
+    proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+    proc.log_path = Path(log.name)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        t0 = time.monotonic()
+        while True:
+            if proc.poll() is not None:
+                raise RuntimeError(f"streamlit exited with {proc.returncode}:\n"
+                                   f"{proc.log_path.read_text(errors='replace')[-3000:]}")
+            try:
+                with urllib.request.urlopen(f"{url}/_stcore/health", timeout=1) as r:
+                    if r.status == 200:
+                        break
+            except OSError:
+                pass
+            if time.monotonic() - t0 > timeout:
+                raise RuntimeError(f"streamlit did not answer on {url} within {timeout:.0f} s")
+            time.sleep(0.1)
+        yield url, proc
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        log.close()
+        proc.log_path.unlink(missing_ok=True)
+
+
+def rss_mb(pid: int) -> float:
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return float("nan")
+
+
+# ------------------------------------------------------------------ photos and their expected answers
+
+def photo(seed: int, size: int = 256) -> Photo:
+    from PIL import Image
+
+    from training.synthetic import make_lesion
+
+    kind = "malignant" if seed % 2 else "benign"
+    buf = io.BytesIO()
+    Image.fromarray(make_lesion(kind, size, seed)).save(buf, format="PNG")
+    return Photo(f"synthetic_{kind}_{seed}.png", buf.getvalue(), seed)
+
+
+def expected_probability(clf, p: Photo) -> float:
+    # The Diagnose page shows the prediction that comes with the heatmap; compute it the same way.
+    return float(clf.explain(p.data, "gradcam").prediction.prob_malignant)
+
+
+def pick_photos(clf, count: int, next_seed: list[int]) -> list[Photo]:
+    """`count` photos whose probabilities differ pairwise by MIN_GAP points, so any mix-up shows."""
+    chosen: list[Photo] = []
+    tries = 0
+    while len(chosen) < count:
+        tries += 1
+        if tries > 50 * count + 200:
+            raise RuntimeError(f"cannot find {count} synthetic photos with distinct probabilities for this model")
+        p = photo(next_seed[0])
+        next_seed[0] += 1
+        p.expected = expected_probability(clf, p)
+        if all(abs(p.expected - q.expected) * 100 >= MIN_GAP for q in chosen):
+            chosen.append(p)
+    return chosen
+
+
+def percent(p: float) -> str:
+    return f"{p:.1%}"  # what the page's st.metric shows
+
+
+# ------------------------------------------------------------------ browser sessions
+
+async def one_session(browser, url: str, p: Photo, n: int, wave: int, loaded: asyncio.Queue,
+                      go: asyncio.Event, timeout: float) -> Result:
+    res = Result(n, wave, p.name, expected=percent(p.expected))
+    ctx = await browser.new_context(viewport={"width": 1280, "height": 900})
+    signalled = False
+    try:
+        page = await ctx.new_page()
+        await page.goto(url, timeout=timeout * 1000)
+        await page.wait_for_selector(FILE_INPUT, state="attached", timeout=timeout * 1000)
+        await page.wait_for_selector(READY, timeout=timeout * 1000)
+        await loaded.put(True)
+        signalled = True
+        await go.wait()
+        t0 = time.perf_counter()
+        await page.locator(FILE_INPUT).first.set_input_files(
+            [{"name": p.name, "mimeType": "image/png", "buffer": p.data}])
+        metric = page.locator(METRIC).first
+        await metric.wait_for(timeout=timeout * 1000)
+        res.seconds = time.perf_counter() - t0
+        res.shown = (await metric.inner_text()).strip()
+        await page.wait_for_selector(READY, timeout=timeout * 1000)
+        if await page.locator('[data-testid="stException"]').count() or "Traceback" in await page.inner_text("body"):
+            res.error = "exception shown on the page"
+        elif await page.locator('[data-testid="stAlert"]').filter(has_text=p.name).count():
+            res.error = "the page reported the photo as bad"
+    except Exception as exc:  # noqa: BLE001 - a session's failure is a result, not a crash of the bench
+        res.error = f"{type(exc).__name__}: {str(exc).splitlines()[0][:160]}"
+    finally:
+        if not signalled:
+            await loaded.put(False)
+        await ctx.close()
+    if not res.error:
+        try:
+            shown = float(res.shown.rstrip("%"))
+            res.crosstalk = abs(shown - 100 * p.expected) > 0.11  # one rounding step of 0.1 %
+        except ValueError:
+            res.error = f"unexpected metric text {res.shown!r}"
+    return res
+
+
+async def wave(browser, url: str, photos: list[Photo], n: int, index: int, timeout: float) -> list[Result]:
+    loaded: asyncio.Queue = asyncio.Queue()
+    go = asyncio.Event()
+    tasks = [asyncio.create_task(one_session(browser, url, p, n, index, loaded, go, timeout)) for p in photos]
+    for _ in photos:  # every session has its page up (or has failed) before anyone uploads
+        await asyncio.wait_for(loaded.get(), timeout=timeout * 2)
+    go.set()
+    return list(await asyncio.wait_for(asyncio.gather(*tasks), timeout=timeout * 3))
+
+
+async def warm_up(browser, url: str, timeout: float) -> str:
+    """One session before timing: loads the default model into the server; returns its display name."""
+    ctx = await browser.new_context()
+    try:
+        page = await ctx.new_page()
+        await page.goto(url, timeout=timeout * 1000)
+        await page.wait_for_selector(FILE_INPUT, state="attached", timeout=timeout * 1000)
+        p = photo(1)
+        await page.locator(FILE_INPUT).first.set_input_files(
+            [{"name": p.name, "mimeType": "image/png", "buffer": p.data}])
+        await page.locator(METRIC).first.wait_for(timeout=timeout * 1000)
+        heading = await page.locator("h3").filter(has_text=" says").first.inner_text()
+        return heading.replace(" says", "").strip()
+    finally:
+        await ctx.close()
+
+
+def summarize(n: int, results: list[Result], rss: float) -> Row:
+    ok = np.array([r.seconds for r in results if not r.error])
+    q = (lambda x: float(np.percentile(ok, x))) if len(ok) else (lambda x: float("nan"))
+    return Row(n, len(results), q(50), q(95), float(ok.max()) if len(ok) else float("nan"),
+               sum(bool(r.error) for r in results), sum(r.crosstalk for r in results), rss,
+               [asdict(r) for r in results])
+
+
+async def run(args) -> tuple[list[Row], str, dict]:
+    from playwright.async_api import async_playwright
+
+    from models import MODEL_NAMES, load_classifier, spec
+
+    rows: list[Row] = []
+    with serve(args.weights) as (url, proc):
+        async with async_playwright() as pw:
+            browser = await pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
+            try:
+                t0 = time.perf_counter()
+                display = await warm_up(browser, url, args.timeout)
+                warm = time.perf_counter() - t0
+                name = next(m for m in MODEL_NAMES if spec(m).display == display)
+                if args.weights:
+                    os.environ["LESION_LENS_WEIGHTS_DIR"] = str(Path(args.weights).resolve())
+                clf = load_classifier(name)
+                seed = [1000]
+                for n in args.sessions:
+                    waves = max(1, math.ceil(args.min_samples / n))
+                    results: list[Result] = []
+                    for w in range(waves):
+                        photos = pick_photos(clf, n, seed)
+                        results += await wave(browser, url, photos, n, w, args.timeout)
+                    rows.append(summarize(n, results, rss_mb(proc.pid)))
+                    print(f"  N={n:>2}: {waves} wave(s) done", file=sys.stderr, flush=True)
+            finally:
+                await browser.close()
+        log = proc.log_path.read_text(errors="replace")
+    info = {"model": name, "display": display, "warm_up_s": round(warm, 2), "cpus": os.cpu_count(),
+            "server_log_tracebacks": log.count("Traceback")}
+    return rows, name, info
+
+
+def table(rows: list[Row], info: dict) -> str:
+    base = next((r.p50 for r in rows if r.n == 1), float("nan"))
+    lines = [f"Diagnose page, model {info['display']} ({info['model']}), {info['cpus']} CPUs, server and Chromium on "
+             f"this machine; time from upload to the probability shown. Baseline: N=1 median {base:.2f} s "
+             f"(same run).",
+             "",
+             "| sessions at once | samples | p50 s | p95 s | max s | p95 / N=1 p50 | errors | cross-talk | server RSS MB |",
+             "|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for r in rows:
+        lines.append(f"| {r.n} | {r.sessions} | {r.p50:.2f} | {r.p95:.2f} | {r.max:.2f} | {r.p95 / base:.1f}x | "
+                     f"{r.errors} | {r.crosstalk} | {r.rss_mb:.0f} |")
+    return "\n".join(lines)
+
+
+def verdict(rows: list[Row]) -> list[str]:
+    by_n = {r.n: r for r in rows}
+    out = []
+    base = by_n.get(1)
+    if 16 in by_n:
+        r = by_n[16]
+        ok = r.errors == 0 and r.crosstalk == 0
+        out.append(f"{'PASS' if ok else 'FAIL'}: 16 sessions: {r.errors} errors, {r.crosstalk} cross-talk (target 0, 0)")
+    if 8 in by_n and base:
+        ratio = by_n[8].p95 / base.p50
+        out.append(f"{'PASS' if ratio <= 4 else 'FAIL'}: 8 sessions: p95 {by_n[8].p95:.2f} s = {ratio:.1f}x the "
+                   f"single-session median {base.p50:.2f} s (target <= 4x)")
+    total_errors = sum(r.errors + r.crosstalk for r in rows)
+    if total_errors:
+        first = next(x for r in rows for x in r.results if x["error"] or x["crosstalk"])
+        out.append(f"first problem: {first}")
+    return out
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--sessions", type=int, nargs="+", default=[1, 4, 8, 16], help="N values (1 first: the baseline)")
+    ap.add_argument("--min-samples", type=int, default=8, help="repeat waves until each N has this many samples")
+    ap.add_argument("--weights", default=None, help="weights folder (default: the shipped models/weights)")
+    ap.add_argument("--timeout", type=float, default=240, help="seconds any one wait may take")
+    ap.add_argument("--json", default=None, help="also write every result to this JSON file")
+    args = ap.parse_args(argv)
+    if any(n < 1 or n > MAX_SESSIONS for n in args.sessions):
+        ap.error(f"--sessions must be between 1 and {MAX_SESSIONS}")
+    if 1 not in args.sessions:
+        args.sessions = [1, *args.sessions]  # the baseline is always measured in the same run
+    if not Path(CHROMIUM).exists():
+        print(f"error: {CHROMIUM} not found (apt-get install -y chromium)", file=sys.stderr)
+        return 2
+    rows, _, info = asyncio.run(run(args))
+    print(table(rows, info))
+    print()
+    for line in verdict(rows):
+        print(line)
+    if info["server_log_tracebacks"]:
+        print(f"server log: {info['server_log_tracebacks']} tracebacks")
+    if args.json:
+        Path(args.json).write_text(json.dumps({"info": info, "rows": [asdict(r) for r in rows]}, indent=1))
+    failed = any(line.startswith("FAIL") for line in verdict(rows)) or info["server_log_tracebacks"]
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
