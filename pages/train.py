@@ -346,8 +346,12 @@ def runs_table() -> None:
     st.caption("All runs in the runs folder. Validation AUC and accuracy: the best epoch's, from the model card "
                "once a run has finished.")
     st.dataframe(table, hide_index=True,
-                 column_config={"val AUC": st.column_config.NumberColumn(format="%.3f"),
-                                "val accuracy": st.column_config.NumberColumn(format="%.3f")})
+                 column_config={"val AUC": st.column_config.NumberColumn(format="%.3f", width=80),
+                                "val accuracy": st.column_config.NumberColumn(format="%.3f", width=100),
+                                "state": st.column_config.TextColumn(width=80),
+                                "epochs": st.column_config.TextColumn(width=70),
+                                "data": st.column_config.TextColumn(width=100),
+                                "device": st.column_config.TextColumn(width=150)})
 
 
 # Refreshed every few seconds while any run is active, so states and epochs stay current.
