@@ -78,6 +78,8 @@ class Row:
     errors: int
     crosstalk: int
     rss_mb: float
+    server_cpu: float = float("nan")  # server CPU seconds per session (all its threads)
+    load: float = float("nan")  # 1-minute load average after the waves (other work on the machine shows here)
     results: list = field(default_factory=list)
 
 
@@ -128,6 +130,15 @@ def serve(weights: str | None, timeout: float = 120) -> Iterator[tuple[str, subp
             proc.wait()
         log.close()
         proc.log_path.unlink(missing_ok=True)
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process so far (all threads)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError):
+        return float("nan")
 
 
 def rss_mb(pid: int) -> float:
@@ -247,12 +258,12 @@ async def warm_up(browser, url: str, timeout: float) -> str:
         await ctx.close()
 
 
-def summarize(n: int, results: list[Result], rss: float) -> Row:
+def summarize(n: int, results: list[Result], rss: float, cpu: float) -> Row:
     ok = np.array([r.seconds for r in results if not r.error])
     q = (lambda x: float(np.percentile(ok, x))) if len(ok) else (lambda x: float("nan"))
     return Row(n, len(results), q(50), q(95), float(ok.max()) if len(ok) else float("nan"),
                sum(bool(r.error) for r in results), sum(r.crosstalk for r in results), rss,
-               [asdict(r) for r in results])
+               cpu / max(len(results), 1), os.getloadavg()[0], [asdict(r) for r in results])
 
 
 async def run(args) -> tuple[list[Row], str, dict]:
@@ -276,10 +287,13 @@ async def run(args) -> tuple[list[Row], str, dict]:
                 for n in args.sessions:
                     waves = max(1, math.ceil(args.min_samples / n))
                     results: list[Result] = []
+                    cpu = 0.0
                     for w in range(waves):
                         photos = pick_photos(clf, n, seed)
+                        c0 = cpu_seconds(proc.pid)
                         results += await wave(browser, url, photos, n, w, args.timeout)
-                    rows.append(summarize(n, results, rss_mb(proc.pid)))
+                        cpu += cpu_seconds(proc.pid) - c0
+                    rows.append(summarize(n, results, rss_mb(proc.pid), cpu))
                     print(f"  N={n:>2}: {waves} wave(s) done", file=sys.stderr, flush=True)
             finally:
                 await browser.close()
@@ -295,11 +309,12 @@ def table(rows: list[Row], info: dict) -> str:
              f"this machine; time from upload to the probability shown. Baseline: N=1 median {base:.2f} s "
              f"(same run).",
              "",
-             "| sessions at once | samples | p50 s | p95 s | max s | p95 / N=1 p50 | errors | cross-talk | server RSS MB |",
-             "|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+             "| sessions at once | samples | p50 s | p95 s | max s | p95 / N=1 p50 | errors | cross-talk | "
+             "server CPU s/session | server RSS MB | load avg |",
+             "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for r in rows:
         lines.append(f"| {r.n} | {r.sessions} | {r.p50:.2f} | {r.p95:.2f} | {r.max:.2f} | {r.p95 / base:.1f}x | "
-                     f"{r.errors} | {r.crosstalk} | {r.rss_mb:.0f} |")
+                     f"{r.errors} | {r.crosstalk} | {r.server_cpu:.2f} | {r.rss_mb:.0f} | {r.load:.1f} |")
     return "\n".join(lines)
 
 
