@@ -16,7 +16,7 @@ import numpy as np
 import plotly.graph_objects as go
 import streamlit as st
 
-from models import MODEL_NAMES, spec
+from models import MODEL_NAMES
 from models.registry import card_path, read_card, shipped_checkpoint
 from pages import _ui as ui
 from training import launcher

@@ -8,7 +8,6 @@ number that it is still running when Stop is pressed.
 from __future__ import annotations
 
 import json
-import os
 import re
 import time
 from pathlib import Path
@@ -73,7 +72,8 @@ def poll(at: AppTest, cond, timeout: float = 120.0, every: float = 0.5):
         time.sleep(every)
 
 
-def test_start_watch_stop_resume_promote(env):
+def start_watch_stop(env) -> tuple[AppTest, str, Path]:
+    """Start a run from the page, see its metric rows grow over reruns, stop it: (app, run id, run dir)."""
     data, runs, weights = env
     write_dataset(data / "synth", per_class=100, size=32)
     at = page()
@@ -113,11 +113,34 @@ def test_start_watch_stop_resume_promote(env):
     at.run()
     assert listed_runs(at)[rid] == "stopped"
     assert "train_stop" not in button_keys(at) and not at.button(key="train_start").disabled
-    stopped_rows = metric_rows(at)
+    return at, rid, run
 
+
+def test_start_watch_stop_and_resume(env):
+    at, rid, run = start_watch_stop(env)
+    first_pid = read_run(run).status["pid"]
     at.button(key="train_resume").click().run()
     no_exception(at)
-    assert poll(at, lambda at: read_run(run).state == "finished", 120), (run / "stdout.txt").read_text()
+    info = read_run(run)
+    assert info.state in ("starting", "running") and info.alive and info.status["pid"] != first_pid
+    assert not (run / "STOP").exists()
+    cmd = json.loads((run / "launch.json").read_text())["command"]  # the original launch is kept
+    assert "--out" in cmd
+    # stop the resumed process again (and so end the test with no process left behind)
+    assert poll(at, lambda at: "train_stop" in button_keys(at), 30)
+    at.button(key="train_stop").click().run()
+    assert poll(at, lambda at: read_run(run).state == "stopped" and not read_run(run).alive, 120), \
+        (run / "stdout.txt").read_text()
+
+
+@pytest.mark.slow
+def test_resume_to_the_end_and_promote(env):
+    data = env[0]
+    at, rid, run = start_watch_stop(env)
+    stopped_rows = metric_rows(at)
+    at.button(key="train_resume").click().run()
+    no_exception(at)
+    assert poll(at, lambda at: read_run(run).state == "finished", 180), (run / "stdout.txt").read_text()
     at.run()
     assert listed_runs(at)[rid] == "finished" and metric_rows(at) > stopped_rows
     assert "SYNTHETIC" in "\n".join(str(w.value) for w in at.warning)  # the card says synthetic
@@ -130,6 +153,21 @@ def test_start_watch_stop_resume_promote(env):
     clf = load_classifier("torch_cnn")
     assert clf.card["promoted_from"] == rid and clf.card["synthetic"] and clf.image_size == 32
     assert 0.0 <= clf.predict((data / "synth" / "malignant" / "000.png").read_bytes()).prob_malignant <= 1.0
+
+
+def test_promote_a_finished_run_from_the_page(env):
+    _, runs, weights = env
+    run = fake_run(runs, "20250101-000000-torch_cnn-aaaaaa", 0.3)
+    at = page()
+    assert "Model card" in "\n".join(str(m.value) for m in at.markdown)
+    at.button(key="train_promote").click().run()
+    no_exception(at)
+    assert any("Promoted" in str(s.value) for s in at.success)
+    from models import load_classifier
+
+    assert load_classifier("torch_cnn").card["promoted_from"] == run.name
+    at.run()  # the page now says so
+    assert any("is the app's PyTorch CNN now" in str(s.value) for s in at.success)
 
 
 def test_read_only_page_has_no_buttons_but_lists_runs(env, monkeypatch):

@@ -626,7 +626,3 @@ def run_checkpoint(run_dir: str | os.PathLike) -> Path | None:
         return None
     ckpt = run_dir / f"best{spec(card['name']).checkpoint_ext}"
     return ckpt if ckpt.is_file() else None
-
-
-def alive(pid: Any) -> bool:
-    return pid_alive(pid)
