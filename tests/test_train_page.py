@@ -227,3 +227,17 @@ def test_guard_rails_one_run_at_a_time_and_slow_cpu_runs(env):
     at.selectbox(key="train_model").set_value("torch_cnn").run()
     assert not at.warning and at.radio(key="train_weights").options == ["none"]
     assert sorted(p.name for p in runs.iterdir() if not p.name.startswith(".")) == [active.name]  # nothing started
+
+
+def test_both_pages_run_inside_the_app(env):
+    _, runs, _ = env
+    fake_run(runs, "20250101-000000-torch_cnn-aaaaaa", 0.3)
+    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=TIMEOUT).run()
+    no_exception(at)
+    at.switch_page("pages/train.py").run()
+    no_exception(at)
+    assert at.title[0].value == "Training" and "20250101-000000-torch_cnn-aaaaaa" in listed_runs(at)
+    at.switch_page("pages/evaluate.py").run()
+    no_exception(at)
+    assert at.title[0].value == "Evaluate" and any("20250101-000000-torch_cnn-aaaaaa" in o
+                                                   for o in at.selectbox(key="eval_model").options)
