@@ -39,7 +39,7 @@ def pages() -> dict[str, list]:
 
 
 def run() -> None:
-    st.set_page_config(page_title="Lesion Lens", page_icon=":material/biotech:", layout="wide")
+    st.set_page_config(page_title="Lesion Lens", page_icon="🔬", layout="wide")
     nav = st.navigation(pages())
     with st.sidebar:
         st.markdown("### :material/biotech: Lesion Lens")

@@ -14,21 +14,20 @@ from typing import Any
 
 import numpy as np
 import torch
-from pytorch_grad_cam import EigenCAM, GradCAM, GradCAMPlusPlus, LayerCAM, XGradCAM
-
 from .architectures import LesionNet
 from .classifier import Classifier, softmax_np
 from .preprocess import normalize
 from .registry import TORCH_CAM_METHODS
 
-CAM_CLASSES: dict[str, type] = {
-    "gradcam": GradCAM,
-    "gradcam++": GradCAMPlusPlus,
-    "xgradcam": XGradCAM,
-    "eigencam": EigenCAM,
-    "layercam": LayerCAM,
-}
-assert tuple(CAM_CLASSES) == TORCH_CAM_METHODS
+def cam_class(method: str) -> type:
+    """pytorch-grad-cam's class for a method; imported on first use (it pulls in OpenCV and
+    matplotlib, seconds that a plain prediction need not pay)."""
+    import pytorch_grad_cam as pgc
+
+    classes = {"gradcam": pgc.GradCAM, "gradcam++": pgc.GradCAMPlusPlus, "xgradcam": pgc.XGradCAM,
+               "eigencam": pgc.EigenCAM, "layercam": pgc.LayerCAM}
+    assert tuple(classes) == TORCH_CAM_METHODS
+    return classes[method]
 
 
 def _cut_graph_here(module, inputs, output):
@@ -76,7 +75,7 @@ class TorchClassifier(Classifier):
     def _cam(self, method: str):
         cam = self._cams.get(method)
         if cam is None:
-            cam = CAM_CLASSES[method](model=self.model, target_layers=[self.model.body])
+            cam = cam_class(method)(model=self.model, target_layers=[self.model.body])
             cam.activations_and_grads.release()  # hooks go on only inside `_hooks`
             self._cams[method] = cam
         return cam

@@ -172,18 +172,22 @@ def test_cli_not_a_dataset_fails_with_the_expectation(tmp_path):
     assert status(tmp_path / "r")["state"] == "failed"
 
 
-def test_non_finite_loss_fails_the_run_with_the_step(synth, tmp_path):
-    """An infinite learning rate (past the CLI's bounds, so through run_config) blows the loss up."""
+@pytest.mark.parametrize("lr, message", [
+    (float("inf"), "loss became nan at epoch 1, step 2"),  # first step sends the weights to inf
+    (float("nan"), "Invalid learning rate: nan"),
+])
+def test_non_finite_learning_rate_fails_the_run_with_a_message(synth, tmp_path, lr, message):
+    """Past the CLI's bounds (through run_config): the run ends as failed and says where."""
     from training.train import get_args_parser, resolve_args, run_config
 
     cfg = resolve_args(get_args_parser().parse_args(
         ["--model", "torch_cnn", "--data", str(synth), "--epochs", "2", "--image-size", "32",
          "--batch-size", "8", "--out", str(tmp_path / "r"), "--warmup-epochs", "0"]))
-    cfg["lr"] = float("nan")
+    cfg["lr"] = lr
     assert run_config(cfg) == 1
     st = status(tmp_path / "r")
     assert st["state"] == "failed"
-    assert "loss became nan at epoch 1, step" in st["message"]
+    assert message in st["message"]
 
 
 def test_sigterm_then_resume_reaches_the_same_final_epoch(synth, tmp_path):

@@ -70,9 +70,10 @@ def main(argv: list[str] | None = None) -> int:
     args = get_args_parser().parse_args(argv)
     from models.loader import load_classifier
 
-    from .data import DatasetError
+    from .data import DatasetError, find_dataset_root
 
     try:
+        find_dataset_root(args.data, args.split)  # a mistyped folder is reported before a model loads
         clf = load_classifier(args.model, args.checkpoint)
         r = evaluate_folder(clf, args.data, args.split, args.tta, args.threshold)
     except (DatasetError, ValueError, OSError) as exc:

@@ -114,7 +114,10 @@ class RunWriter:
         self.status["pid"] = os.getpid()
         self.status["updated"] = round(time.time(), 3)
         if self.enabled:
-            write_json(self.path / "status.json", self.status)
+            try:
+                write_json(self.path / "status.json", self.status)
+            except OSError as exc:  # a full disk must not turn a clean failure into a traceback
+                self.write_error = exc
 
     def write_config(self, config: dict[str, Any]) -> None:
         if self.enabled:
@@ -123,10 +126,15 @@ class RunWriter:
     def stop_requested(self) -> bool:
         return self.enabled and (self.path / "STOP").exists()
 
+    write_error: OSError | None = None
+
     def close(self) -> None:
         if self.enabled:
-            self._metrics.close()
-            self._log.close()
+            for f in (self._metrics, self._log):
+                try:
+                    f.close()
+                except OSError as exc:
+                    self.write_error = exc
 
 
 class StopFlag:

@@ -77,12 +77,14 @@ def resolve_args(ns: argparse.Namespace) -> dict[str, Any]:
         raise UsageError("--model and --data are required (or --resume RUN_DIR)")
     s = spec(ns.model)
     cfg = {k.replace("-", "_"): v for k, v in vars(ns).items()}
-    cfg["image_size"] = ns.image_size or s.image_size
+    cfg["image_size"] = ns.image_size if ns.image_size is not None else s.image_size
     cfg["lr"] = ns.lr if ns.lr is not None else DEFAULT_LR[ns.model]
-    cfg["epochs"] = ns.epochs or DEFAULT_EPOCHS[ns.model]
+    cfg["epochs"] = ns.epochs if ns.epochs is not None else DEFAULT_EPOCHS[ns.model]
     cfg["weights"] = ns.weights or ("imagenet" if s.init == "imagenet" else "none")
     cfg["resuming"] = False
     cfg["data"] = str(Path(ns.data).resolve())
+    if not Path(cfg["data"]).is_dir():
+        raise UsageError(f"--data {ns.data}: no such folder (expected a folder with benign/ and malignant/)")
     for key, (lo, hi) in LIMITS.items():
         v = cfg[key]
         if not (isinstance(v, (int, float)) and math.isfinite(v) and lo <= v <= hi):
@@ -178,7 +180,10 @@ def run_config(cfg: dict[str, Any]) -> int:
         from .torch_loop import TrainingFailed
 
         message = str(exc) if isinstance(exc, TrainingFailed) else f"{type(exc).__name__}: {exc}"
-        writer.log(traceback.format_exc())
+        try:
+            writer.log(traceback.format_exc())
+        except OSError:
+            pass
         writer.update(state="failed", message=message)
         print(f"error: {message}", file=sys.stderr)
         code = 1
