@@ -58,10 +58,10 @@ def torch_runners(name: str, size: int):
 
 
 def keras_runners(size: int):
+    from models.keras_model import KerasClassifier, build_keras_cnn  # first: it orders the TF import
+
     import keras
     import tensorflow as tf
-
-    from models.keras_model import KerasClassifier, build_keras_cnn
 
     keras.utils.set_random_seed(0)
     model = build_keras_cnn(size)

@@ -21,6 +21,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+# Triton, which torchvision.ops pulls in through torch._dynamo, crashes the process (segfault) when
+# it is first imported after TensorFlow, so it goes first wherever TensorFlow may load.
+import torchvision.ops  # noqa: F401  isort: skip
 import tensorflow as tf
 import keras
 from keras import layers

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torchvision.ops  # noqa: F401  before any TensorFlow import (see models/keras_model.py)
 
 ROOT = Path(__file__).resolve().parent.parent
 REAL_DATA = ROOT.parent / "shared" / "data" / "skin-cancer-malignant-vs-benign" / "train"

@@ -267,3 +267,19 @@ def test_prepare_handles_real_world_modes():
     img = load_image(Image.fromarray(rgba, "RGBA"))
     assert img.mode == "RGB"
     assert prepare(Image.fromarray(rgba[..., 0], "L"), 32).shape == (32, 32, 3)
+
+
+def test_keras_first_then_torch_ops_in_one_process_does_not_crash():
+    """A user who picks the Keras model first, then a torch model, must not crash the server."""
+    import subprocess
+    import sys
+
+    code = ("from models import untrained_classifier\n"
+            "untrained_classifier('keras_cnn', image_size=32)\n"
+            "import torchvision.ops, torch._dynamo\n"
+            "from training.data import augment\n"
+            "import torch; augment(torch.zeros(1, 3, 32, 32))\n"
+            "print('ok')\n")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
+                          cwd=str(__import__("pathlib").Path(__file__).resolve().parent.parent))
+    assert proc.returncode == 0 and proc.stdout.strip().endswith("ok"), proc.stderr[-2000:]

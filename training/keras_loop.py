@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torchvision.ops  # noqa: F401  before TensorFlow (see models/keras_model.py)
 
 from models.preprocess import normalize
 from models.registry import default_card, spec, write_card
