@@ -126,6 +126,7 @@ def test_threads_creating_run_directories_never_collide(tmp_path):
 
 def test_two_training_commands_at_once_get_their_own_runs(tmp_path):
     runs = tmp_path / "runs"
+    (tmp_path / "nodata").mkdir()  # a folder, but not a dataset: each run gets its directory, then fails
     procs = [subprocess.Popen([PY, "-m", "training", "--model", "torch_cnn", "--data", str(tmp_path / "nodata")],
                               cwd=ROOT, env=env(LESION_LENS_RUNS=str(runs)), stdout=subprocess.PIPE,
                               stderr=subprocess.PIPE, text=True) for _ in range(2)]

@@ -84,7 +84,8 @@ def resolve_args(ns: argparse.Namespace) -> dict[str, Any]:
     cfg["resuming"] = False
     cfg["data"] = str(Path(ns.data).resolve())
     if not Path(cfg["data"]).is_dir():
-        raise UsageError(f"--data {ns.data}: no such folder (expected a folder with benign/ and malignant/)")
+        what = "not a folder" if Path(cfg["data"]).exists() else "no such folder"
+        raise UsageError(f"--data {ns.data}: {what} (expected a folder with benign/ and malignant/)")
     for key, (lo, hi) in LIMITS.items():
         v = cfg[key]
         if not (isinstance(v, (int, float)) and math.isfinite(v) and lo <= v <= hi):
