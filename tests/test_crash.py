@@ -330,13 +330,15 @@ def test_kill_during_evaluation_changes_nothing(data, tmp_path):
     from models.registry import default_card
     from models.torch_classifier import build_for_inference
 
-    card = default_card("torch_cnn", image_size=64)
+    # 128 px and eight views per image (--tta): seconds of work even on a quiet machine, so the kill
+    # lands mid-evaluation however fast the imports are.
+    card = default_card("torch_cnn", image_size=128)
     card["epochs"] = 1
     ckpt = save_torch_weights(build_for_inference("torch_cnn"), card, tmp_path / "w" / "torch_cnn.pt")
     before = {p.name: p.read_bytes() for p in ckpt.parent.iterdir()}
     big = dataset(tmp_path / "big", per_class=150, size=96)
     args = [PY, "-m", "training.evaluate", "--model", "torch_cnn", "--checkpoint", str(ckpt), "--data", str(big),
-            "--json"]
+            "--tta", "--json"]
     proc = subprocess.Popen(args, cwd=ROOT, env=env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     time.sleep(4.0)  # importing torch, decoding the folder, predicting
     assert proc.poll() is None, "evaluation ended before it could be killed; make the folder bigger"
