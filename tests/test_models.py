@@ -209,8 +209,15 @@ def test_densenet_offline_falls_back_to_scratch_and_says_so(tmp_path, monkeypatc
     monkeypatch.setenv("TORCH_HOME", str(tmp_path))  # empty cache
     for var in ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy"):
         monkeypatch.setenv(var, "http://127.0.0.1:9")  # nothing listens: the download fails at once
-    with caplog.at_level("WARNING"):
-        model, init = densenet161("imagenet")
+    import urllib.request
+
+    try:
+        with caplog.at_level("WARNING"):
+            model, init = densenet161("imagenet")
+    finally:
+        # urllib builds its global opener (with the proxy settings of that moment) on first use;
+        # drop it so the dead proxy does not outlive this test.
+        urllib.request.install_opener(None)
     assert init == "scratch"
     assert "falling back to random initialisation" in caplog.text
 

@@ -31,7 +31,7 @@ from typing import Any, Iterator
 from models.registry import CLASSES, MODEL_NAMES, spec
 
 from .rundir import (ACTIVE_STATES, active_runs, create_run_dir, pid_alive, read_json, read_run, runs_dir,
-                     safe_run_path, write_json)
+                     safe_run_path, tail_log, write_json)
 from .train import LIMITS
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -261,11 +261,7 @@ def _child_env() -> dict[str, str]:
 
 def tail_output(run_dir: str | os.PathLike, lines: int = 20) -> str:
     """The end of the process's own stdout/stderr (catches crashes before log.txt exists)."""
-    try:
-        with open(Path(run_dir) / "stdout.txt", encoding="utf-8", errors="replace") as f:
-            return "".join(f.readlines()[-lines:])
-    except OSError:
-        return ""
+    return tail_log(run_dir, lines, name="stdout.txt")
 
 
 def _is_training_process(pid: int, run_dir: Path) -> bool:
@@ -284,6 +280,14 @@ def run_path(run_id: str, root: str | os.PathLike | None = None) -> Path:
         return safe_run_path(run_id, root)
     except ValueError as exc:
         raise LaunchError(str(exc)) from None
+
+
+def refuse_if_busy(root: str | os.PathLike | None = None) -> None:
+    """One run at a time per machine, unless the user asked for more."""
+    busy = list(active_runs(root))
+    if busy:
+        raise LaunchError(f"run {busy[0].id} is still {busy[0].state}; stop it first, or allow "
+                          "more than one run at a time")
 
 
 class Launcher:
@@ -324,10 +328,7 @@ class Launcher:
         build_command(model, data, "OUT", epochs, image_size, batch_size, lr, weights, device, seed)
         with launch_lock(root):
             if not allow_concurrent:
-                busy = list(active_runs(root))
-                if busy:
-                    raise LaunchError(f"run {busy[0].id} is still {busy[0].state}; stop it first, or allow "
-                                      "more than one run at a time")
+                refuse_if_busy(root)
             run_dir = create_run_dir(model, root).resolve()
             cmd = build_command(model, data, run_dir, epochs, image_size, batch_size, lr, weights, device,
                                 seed, log_every_for(n, batch_size))
@@ -356,10 +357,7 @@ class Launcher:
                               "try again in a moment")
         with launch_lock(root):
             if not allow_concurrent:
-                busy = list(active_runs(root))
-                if busy:
-                    raise LaunchError(f"run {busy[0].id} is still {busy[0].state}; stop it first, or allow "
-                                      "more than one run at a time")
+                refuse_if_busy(root)
             (run_dir / "STOP").unlink(missing_ok=True)
             status = dict(info.status)
             status.update(state="starting", pid=None, message="resuming", launcher=True, updated=round(time.time(), 3))

@@ -90,6 +90,8 @@ class RunWriter:
                                        "step": 0, "steps_per_epoch": 0, "message": "", "device": None}
         if enabled:
             self.path.mkdir(parents=True, exist_ok=True)
+            for stale in self.path.glob(".*.tmp"):  # half-written files of a killed process
+                stale.unlink(missing_ok=True)
             old = read_json(self.path / "status.json")
             if isinstance(old, dict):  # a resumed run keeps what it had, with the new pid
                 self.status.update({k: v for k, v in old.items() if k in ("epoch", "epochs", "device", "best")})
@@ -194,9 +196,10 @@ def read_metrics(path: str | os.PathLike) -> list[dict[str, Any]]:
     return rows
 
 
-def tail_log(path: str | os.PathLike, lines: int = 20) -> str:
+def tail_log(path: str | os.PathLike, lines: int = 20, name: str = "log.txt") -> str:
+    """The last lines of a run's log.txt (or of another text file in the run, by `name`)."""
     try:
-        with open(Path(path) / "log.txt", encoding="utf-8", errors="replace") as f:
+        with open(Path(path) / name, encoding="utf-8", errors="replace") as f:
             return "".join(f.readlines()[-lines:])
     except OSError:
         return ""
