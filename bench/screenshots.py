@@ -25,6 +25,10 @@ from pathlib import Path
 from typing import Iterator
 
 ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from bench.serve import wait_until_healthy  # noqa: E402
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
@@ -65,20 +69,8 @@ def serve(env: dict[str, str] | None = None, port: int | None = None, timeout: f
     proc.t0 = t0  # perf_counter() at the spawn (bench/startup.py times from it)
     url = f"http://127.0.0.1:{port}"
     try:
-        while True:
-            if proc.poll() is not None:
-                out = proc.log_path.read_text(errors="replace")
-                raise RuntimeError(f"streamlit exited with {proc.returncode}:\n{out[-3000:]}")
-            try:
-                with urllib.request.urlopen(f"{url}/_stcore/health", timeout=1) as r:
-                    if r.status == 200:
-                        break
-            except OSError:
-                pass
-            if time.perf_counter() - t0 > timeout:
-                raise RuntimeError(f"streamlit did not answer on {url} within {timeout:.0f} s")
-            time.sleep(0.05)
-        yield url, proc, time.perf_counter() - t0
+        ready = wait_until_healthy(proc, url, proc.log_path, timeout, started=t0, poll=0.05)
+        yield url, proc, ready
     finally:
         proc.terminate()
         try:

@@ -111,20 +111,10 @@ def make_run_server(env: dict[str, str], port: int | None = None, timeout: float
     with open(log_path, "wb") as out:
         proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
+    from bench.serve import wait_until_healthy  # here: the netns driver imports this module bare
+
     try:
-        t0 = time.monotonic()
-        while True:
-            if proc.poll() is not None:
-                raise RuntimeError(f"streamlit exited with {proc.returncode}:\n{log_path.read_text()[-3000:]}")
-            try:
-                with urllib.request.urlopen(f"{url}/_stcore/health", timeout=1) as r:
-                    if r.status == 200:
-                        break
-            except OSError:
-                pass
-            if time.monotonic() - t0 > timeout:
-                raise RuntimeError(f"streamlit did not answer within {timeout:.0f} s")
-            time.sleep(0.1)
+        wait_until_healthy(proc, url, log_path, timeout)
         yield url, proc, log_path
     finally:
         proc.terminate()
