@@ -1,7 +1,8 @@
 """Training throughput: our loop vs a naive loop, side by side in the same run.
 
-Ours: images decoded once into a uint8 array, augmentation on tensors, (on CUDA) bf16/fp16
-autocast + channels_last + cudnn.benchmark. Naive: torchvision ImageFolder decoding JPEGs
+Ours: images decoded once into a uint8 array, augmentation on tensors, channels_last, autocast as
+`--amp auto` picks it (bf16/fp16 on CUDA, bf16 on a CPU with native bf16) and cudnn.benchmark;
+also measured with `--amp off` (fp32) so the table shows what the precision alone buys. Naive: torchvision ImageFolder decoding JPEGs
 with PIL every epoch, torchvision transforms per image, DataLoader defaults, fp32.
 
     python bench/train_throughput.py [--models torch_cnn,...] [--device auto] [--steps 20]
@@ -27,7 +28,7 @@ from models.preprocess import normalize  # noqa: E402
 from models.registry import spec  # noqa: E402
 from training.data import augment, load_dataset  # noqa: E402
 from training.synthetic import write_dataset  # noqa: E402
-from training.torch_loop import amp_settings, pick_device, to_batch  # noqa: E402
+from training.torch_loop import amp_settings, pick_device, to_batch, uses_channels_last  # noqa: E402
 
 REAL = ROOT.parent / "shared" / "data" / "skin-cancer-malignant-vs-benign" / "train"
 SIZES = {"torch_cnn": 128, "densenet161": 224, "efficientnet_lite0": 224}
@@ -38,13 +39,14 @@ def _sync(device):
         torch.cuda.synchronize()
 
 
-def bench_ours(name, images, labels, size, device, batch, steps, warmup):
+def bench_ours(name, images, labels, size, device, batch, steps, warmup, amp_mode="auto"):
     model, _ = build_torch(name, None)
-    amp = amp_settings(device)
-    cl = device.type == "cuda"
+    amp = amp_settings(device, amp_mode)
+    cl = uses_channels_last(device)
     model = model.to(device)
     if cl:
         model = model.to(memory_format=torch.channels_last)
+    if device.type == "cuda":
         torch.backends.cudnn.benchmark = True
     s = spec(name)
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
@@ -126,15 +128,19 @@ def main(argv=None):
     for name in args.models.split(","):
         size = SIZES[name]
         ds = load_dataset(folder, size)
-        ours = bench_ours(name, ds.images, ds.labels, size, device, args.batch_size, steps, warmup)
+        bench = (name, ds.images, ds.labels, size, device, args.batch_size, steps, warmup)
+        ours = bench_ours(*bench)
+        fp32 = bench_ours(*bench, amp_mode="off")
         naive = bench_naive(name, folder, size, device, args.batch_size, steps, warmup)
-        rows.append((name, size, ours, naive))
-        print(f"  {name}: ours {ours:.1f} img/s, naive {naive:.1f} img/s", flush=True)
+        rows.append((name, size, ours, fp32, naive))
+        print(f"  {name}: ours {ours:.1f} img/s, ours fp32 {fp32:.1f} img/s, naive {naive:.1f} img/s", flush=True)
+    amp = amp_settings(device)
     print()
-    print(f"| model | px | ours img/s | naive img/s | speed-up |")
-    print(f"|---|---:|---:|---:|---:|")
-    for name, size, ours, naive in rows:
-        print(f"| {name} | {size} | {ours:.1f} | {naive:.1f} | {ours / naive:.2f}x |")
+    print(f"ours: --amp auto = {amp[1] if amp[0] else 'fp32'}, channels_last {uses_channels_last(device)}")
+    print("| model | px | ours img/s | ours --amp off img/s | naive img/s | speed-up (ours / naive) |")
+    print("|---|---:|---:|---:|---:|---:|")
+    for name, size, ours, fp32, naive in rows:
+        print(f"| {name} | {size} | {ours:.1f} | {fp32:.1f} | {naive:.1f} | {ours / naive:.2f}x |")
     if tmp:
         tmp.cleanup()
 

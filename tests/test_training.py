@@ -16,10 +16,12 @@ import pytest
 import torch
 
 from models import load_classifier
+from models.architectures import build_torch
 from training.data import DatasetError, augment, find_dataset_root, load_split, stratified_split
 from training.metrics import choose_threshold, roc_auc, roc_points
 from training.rundir import create_run_dir, list_runs, read_metrics, read_run, safe_run_path
 from training.synthetic import write_dataset
+from training.torch_loop import amp_settings, cpu_has_native_bf16, uses_channels_last
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -124,11 +126,14 @@ def test_auc_and_threshold_rule_by_hand():
 
 # ------------------------------------------------------------------ the CLI
 
-def test_cli_trains_writes_protocol_and_checkpoint_predicts(synth, tmp_path):
+@pytest.mark.parametrize("amp", ["auto", "off"])
+def test_cli_trains_writes_protocol_and_checkpoint_predicts(synth, tmp_path, amp):
     out = tmp_path / "run"
     proc = run_training("--model", "torch_cnn", "--data", synth, "--epochs", 2, "--image-size", 32,
-                        "--batch-size", 8, "--log-every", 1, "--out", out)
+                        "--batch-size", 8, "--log-every", 1, "--amp", amp, "--out", out)
     assert proc.returncode == 0, proc.stderr
+    want = amp_settings(torch.device("cpu"), amp)
+    assert f"amp: {want[1] if want[0] else 'off'};" in (out / "log.txt").read_text()
     st = status(out)
     assert st["state"] == "finished" and st["epoch"] == 2 and st["epochs"] == 2
     assert st["device"].startswith("cpu")
@@ -150,6 +155,36 @@ def test_cli_trains_writes_protocol_and_checkpoint_predicts(synth, tmp_path):
     assert clf.image_size == 32
     assert 0 <= clf.predict(np.zeros((50, 50, 3), np.uint8)).prob_malignant <= 1
     assert "SYNTHETIC" in proc.stdout
+
+
+def test_amp_modes_pick_the_precision():
+    cpu = torch.device("cpu")
+    assert amp_settings(cpu, "off") == (False, None)
+    assert amp_settings(cpu, "bf16") == (True, torch.bfloat16)
+    # bf16 only where the CPU computes it natively: emulated bf16 is slower than fp32
+    assert amp_settings(cpu, "auto") == ((True, torch.bfloat16) if cpu_has_native_bf16() else (False, None))
+    assert amp_settings(torch.device("mps"), "auto") == (False, None)
+    assert uses_channels_last(cpu)
+
+
+def test_a_bf16_cpu_step_follows_the_fp32_step():
+    """The same batch, weights and dropout mask: bf16 autocast changes the loss and gradients only slightly."""
+    torch.manual_seed(3)
+    model, _ = build_torch("torch_cnn", None)
+    model = model.to(memory_format=torch.channels_last).train()
+    x = torch.rand(4, 3, 48, 48).contiguous(memory_format=torch.channels_last)
+    y = torch.tensor([0, 1, 0, 1])
+    grads = []
+    for enabled in (False, True):
+        model.zero_grad()
+        torch.manual_seed(0)  # the same dropout mask in both passes
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=enabled):
+            loss = torch.nn.functional.cross_entropy(model(x).float(), y)
+        loss.backward()
+        grads.append((loss.item(), torch.cat([p.grad.flatten() for p in model.parameters()])))
+    (l32, g32), (l16, g16) = grads
+    assert l16 == pytest.approx(l32, rel=0.01)  # measured: 0.02-0.3 % over 8 seeds
+    assert torch.nn.functional.cosine_similarity(g32, g16, dim=0) > 0.9  # measured: 0.95-0.97
 
 
 @pytest.mark.parametrize("args, message", [

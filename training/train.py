@@ -36,6 +36,9 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
     p.add_argument("--lr", type=float, default=None, help="peak learning rate (default per model)")
     p.add_argument("--weights", default=None, help="imagenet | none | PATH (default: the model's init)")
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"])
+    p.add_argument("--amp", default="auto", choices=["auto", "bf16", "fp16", "off"],
+                   help="mixed precision for the PyTorch models. auto: bf16 (fp16 on older GPUs) on CUDA, bf16 on a "
+                        "CPU with native bf16 (AVX512-BF16/AMX), else fp32; off: fp32")
     p.add_argument("--out", default=None, help="run directory (default: runs/<new id>)")
     p.add_argument("--resume", default=None, help="continue the run in this directory")
     p.add_argument("--seed", type=int, default=42, help="seed for the validation split and training")
@@ -67,7 +70,7 @@ def resolve_args(ns: argparse.Namespace) -> dict[str, Any]:
         if not isinstance(prior, dict):
             raise UsageError(f"{ns.resume}: not a run directory (no readable config.json)")
         cfg = dict(prior)
-        for k in ("epochs", "device", "threads", "log_every"):  # what may change on resume
+        for k in ("epochs", "device", "threads", "log_every", "amp"):  # what may change on resume
             if k in given:
                 cfg[k] = given[k]
         cfg["out"] = str(Path(ns.resume))
