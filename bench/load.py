@@ -80,7 +80,9 @@ class Row:
     errors: int
     crosstalk: int
     rss_mb: float
-    server_cpu: float = float("nan")  # server CPU seconds per session (all its threads)
+    # CPU seconds per session from the moment all upload until every session is done
+    server_cpu: float = float("nan")  # the server, all its threads
+    browser_cpu: float = float("nan")  # every Chromium process (upload, drawing the result; closing the tab)
     load: float = float("nan")  # 1-minute load average after the waves (other work on the machine shows here)
     results: list = field(default_factory=list)
 
@@ -128,6 +130,25 @@ def cpu_seconds(pid: int) -> float:
         return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
     except (OSError, ValueError, IndexError):
         return float("nan")
+
+
+def browser_cpu_seconds() -> float:
+    """CPU time of every Chromium process on the machine, plus that of the finished ones they reaped
+    (a closed session's renderer), so the browsers' share of this one machine can be reported."""
+    tick = os.sysconf("SC_CLK_TCK")
+    total = 0.0
+    for d in Path("/proc").iterdir():
+        if not d.name.isdigit():
+            continue
+        try:
+            stat = (d / "stat").read_text()
+            if "chrom" not in stat[stat.index("(") + 1:stat.rindex(")")]:
+                continue
+            f = stat.rsplit(")", 1)[1].split()
+            total += sum(int(x) for x in f[11:15]) / tick
+        except (OSError, ValueError, IndexError):
+            continue
+    return total
 
 
 def rss_mb(pid: int) -> float:
@@ -180,10 +201,9 @@ def percent(p: float) -> str:
 
 # ------------------------------------------------------------------ browser sessions
 
-async def one_session(browser, url: str, p: Photo, n: int, wave: int, loaded: asyncio.Queue,
+async def one_session(ctx, url: str, p: Photo, n: int, wave: int, loaded: asyncio.Queue,
                       go: asyncio.Event, timeout: float) -> Result:
     res = Result(n, wave, p.name, expected=percent(p.expected))
-    ctx = await browser.new_context(viewport={"width": 1280, "height": 900})
     signalled = False
     try:
         page = await ctx.new_page()
@@ -210,7 +230,6 @@ async def one_session(browser, url: str, p: Photo, n: int, wave: int, loaded: as
     finally:
         if not signalled:
             await loaded.put(False)
-        await ctx.close()
     if not res.error:
         try:
             shown = float(res.shown.rstrip("%"))
@@ -220,14 +239,26 @@ async def one_session(browser, url: str, p: Photo, n: int, wave: int, loaded: as
     return res
 
 
-async def wave(browser, url: str, photos: list[Photo], n: int, index: int, timeout: float) -> list[Result]:
+async def wave(browser, url: str, photos: list[Photo], n: int, index: int, timeout: float, server_pid: int
+               ) -> tuple[list[Result], float, float]:
+    """(results, server CPU s, browser CPU s), the CPU counted from the moment all upload until the end."""
     loaded: asyncio.Queue = asyncio.Queue()
     go = asyncio.Event()
-    tasks = [asyncio.create_task(one_session(browser, url, p, n, index, loaded, go, timeout)) for p in photos]
-    for _ in photos:  # every session has its page up (or has failed) before anyone uploads
-        await asyncio.wait_for(loaded.get(), timeout=timeout * 2)
-    go.set()
-    return list(await asyncio.wait_for(asyncio.gather(*tasks), timeout=timeout * 3))
+    # The tabs close after the whole wave: closing one is no part of any session's time to result, and
+    # on this one machine it would take CPU from the sessions still waiting.
+    contexts = [await browser.new_context(viewport={"width": 1280, "height": 900}) for _ in photos]
+    try:
+        tasks = [asyncio.create_task(one_session(ctx, url, p, n, index, loaded, go, timeout))
+                 for ctx, p in zip(contexts, photos)]
+        for _ in photos:  # every session has its page up (or has failed) before anyone uploads
+            await asyncio.wait_for(loaded.get(), timeout=timeout * 2)
+        c0, b0 = cpu_seconds(server_pid), browser_cpu_seconds()
+        go.set()
+        results = list(await asyncio.wait_for(asyncio.gather(*tasks), timeout=timeout * 3))
+        return results, cpu_seconds(server_pid) - c0, browser_cpu_seconds() - b0
+    finally:
+        for ctx in contexts:
+            await ctx.close()
 
 
 async def warm_up(browser, url: str, timeout: float) -> str:
@@ -247,12 +278,13 @@ async def warm_up(browser, url: str, timeout: float) -> str:
         await ctx.close()
 
 
-def summarize(n: int, results: list[Result], rss: float, cpu: float) -> Row:
+def summarize(n: int, results: list[Result], rss: float, cpu: float, browser_cpu: float) -> Row:
     ok = np.array([r.seconds for r in results if not r.error])
     q = (lambda x: float(np.percentile(ok, x))) if len(ok) else (lambda x: float("nan"))
     return Row(n, len(results), q(50), q(95), float(ok.max()) if len(ok) else float("nan"),
                sum(bool(r.error) for r in results), sum(r.crosstalk for r in results), rss,
-               cpu / max(len(results), 1), os.getloadavg()[0], [asdict(r) for r in results])
+               cpu / max(len(results), 1), browser_cpu / max(len(results), 1), os.getloadavg()[0],
+               [asdict(r) for r in results])
 
 
 async def run(args) -> tuple[list[Row], str, dict]:
@@ -276,13 +308,14 @@ async def run(args) -> tuple[list[Row], str, dict]:
                 for n in args.sessions:
                     waves = max(1, math.ceil(args.min_samples / n))
                     results: list[Result] = []
-                    cpu = 0.0
+                    cpu = browser_cpu = 0.0
                     for w in range(waves):
                         photos = pick_photos(clf, n, seed)
-                        c0 = cpu_seconds(proc.pid)
-                        results += await wave(browser, url, photos, n, w, args.timeout)
-                        cpu += cpu_seconds(proc.pid) - c0
-                    rows.append(summarize(n, results, rss_mb(proc.pid), cpu))
+                        got, server_s, browser_s = await wave(browser, url, photos, n, w, args.timeout, proc.pid)
+                        results += got
+                        cpu += server_s
+                        browser_cpu += browser_s
+                    rows.append(summarize(n, results, rss_mb(proc.pid), cpu, browser_cpu))
                     print(f"  N={n:>2}: {waves} wave(s) done", file=sys.stderr, flush=True)
             finally:
                 await browser.close()
@@ -299,11 +332,11 @@ def table(rows: list[Row], info: dict) -> str:
              f"(same run).",
              "",
              "| sessions at once | samples | p50 s | p95 s | max s | p95 / N=1 p50 | errors | cross-talk | "
-             "server CPU s/session | server RSS MB | load avg |",
-             "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+             "server CPU s/session | browser CPU s/session | server RSS MB | load avg |",
+             "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for r in rows:
         lines.append(f"| {r.n} | {r.sessions} | {r.p50:.2f} | {r.p95:.2f} | {r.max:.2f} | {r.p95 / base:.1f}x | "
-                     f"{r.errors} | {r.crosstalk} | {r.server_cpu:.2f} | {r.rss_mb:.0f} | {r.load:.1f} |")
+                     f"{r.errors} | {r.crosstalk} | {r.server_cpu:.2f} | {r.browser_cpu:.2f} | {r.rss_mb:.0f} | {r.load:.1f} |")
     return "\n".join(lines)
 
 
