@@ -516,20 +516,27 @@ def is_heavy(model: str, image_size: int) -> bool:
 
 @functools.lru_cache(maxsize=32)
 def _seconds_per_step(model: str, image_size: int, batch: int) -> float:
-    """Median time of 2 timed forward+backward+AdamW steps (after one warm-up) on the CPU."""
+    """Median time of 2 timed forward+backward+AdamW steps (after one warm-up) on the CPU, with the
+    precision and memory format the training loop picks there (`--amp auto`)."""
     import torch
 
     from models.architectures import build_torch
 
+    from .torch_loop import amp_settings, uses_channels_last
+
+    cpu = torch.device("cpu")
+    amp = amp_settings(cpu)
+    fmt = torch.channels_last if uses_channels_last(cpu) else torch.contiguous_format
     net, _ = build_torch(model, None)
-    net.train()
+    net = net.to(memory_format=fmt).train()
     opt = torch.optim.AdamW(net.parameters(), lr=1e-4)
-    x = torch.randn(batch, 3, image_size, image_size)
+    x = torch.randn(batch, 3, image_size, image_size).contiguous(memory_format=fmt)
     y = torch.arange(batch) % 2
     times = []
     for i in range(3):
         t0 = time.perf_counter()
-        loss = torch.nn.functional.cross_entropy(net(x), y)
+        with torch.autocast("cpu", dtype=amp[1], enabled=amp[0]):
+            loss = torch.nn.functional.cross_entropy(net(x).float(), y)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
