@@ -8,6 +8,11 @@ beforehand in this process with the same model, so a session that shows another 
 answer (cross-talk) is caught. Prints p50/p95/max time from upload to result, errors and
 cross-talk per N, and the baseline: the same page with one session, measured in the same run.
 
+Then the same harness on a bare Streamlit page (an uploader and one metric, no model): Chromium's
+sessions share this machine's cores with the server, and that table shows what Streamlit and the
+browsers cost without Lesion Lens. CPU seconds of the server and of every Chromium process are
+counted from the moment all sessions upload until the last is done.
+
 Targets: 0 errors and no cross-talk at 16 sessions; p95 at 8 sessions within 4x the single-session
 median. Loopback only; at most 32 sessions; every wait is bounded (--timeout).
 """
@@ -16,20 +21,16 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
+import hashlib
 import io
 import json
 import math
 import os
-import socket
-import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Iterator
 
 import numpy as np
 
@@ -37,12 +38,16 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from bench.serve import wait_until_healthy  # noqa: E402
+from bench.serve import CHROMIUM, CHROMIUM_ARGS, serve, server_env  # noqa: E402
 
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                 "--disable-dev-shm-usage"]
+# The baseline page: Streamlit alone, an uploader and one metric, whose value the bench can predict
+# from the photo's bytes (so cross-talk is checked there too). No model, no images drawn.
+BARE_APP = """import hashlib
+import streamlit as st
+photo = st.file_uploader("Photo")
+if photo is not None:
+    st.metric("Stand-in answer", f"{int(hashlib.sha256(photo.getvalue()).hexdigest(), 16) % 1000 / 1000:.1%}")
+"""
 READY = '[data-testid="stApp"][data-test-script-state="notRunning"]'
 FILE_INPUT = 'input[type="file"]'
 METRIC = '[data-testid="stMetricValue"]'
@@ -88,40 +93,6 @@ class Row:
 
 
 # ------------------------------------------------------------------ the server
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@contextlib.contextmanager
-def serve(weights: str | None, timeout: float = 120) -> Iterator[tuple[str, subprocess.Popen]]:
-    port = free_port()
-    env = dict(os.environ)
-    env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    env.pop("LESION_LENS_DATA", None)
-    if weights:
-        env["LESION_LENS_WEIGHTS_DIR"] = str(Path(weights).resolve())
-    cmd = [sys.executable, "-m", "streamlit", "run", "app.py", "--server.address", "127.0.0.1",
-           "--server.port", str(port), "--server.headless", "true"]
-    log = tempfile.NamedTemporaryFile(prefix="lesion-lens-load-", suffix=".log", delete=False)
-    proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
-    proc.log_path = Path(log.name)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        wait_until_healthy(proc, url, proc.log_path, timeout)
-        yield url, proc
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        log.close()
-        proc.log_path.unlink(missing_ok=True)
-
 
 def cpu_seconds(pid: int) -> float:
     """User + system CPU time of a process so far (all threads)."""
@@ -179,17 +150,22 @@ def expected_probability(clf, p: Photo) -> float:
     return float(clf.explain(p.data, "gradcam").prediction.prob_malignant)
 
 
-def pick_photos(clf, count: int, next_seed: list[int]) -> list[Photo]:
-    """`count` photos whose probabilities differ pairwise by MIN_GAP points, so any mix-up shows."""
+def bare_answer(p: Photo) -> float:
+    """What BARE_APP shows for this photo."""
+    return int(hashlib.sha256(p.data).hexdigest(), 16) % 1000 / 1000
+
+
+def pick_photos(answer, count: int, next_seed: list[int]) -> list[Photo]:
+    """`count` photos whose answers differ pairwise by MIN_GAP points, so any mix-up shows."""
     chosen: list[Photo] = []
     tries = 0
     while len(chosen) < count:
         tries += 1
         if tries > 50 * count + 200:
-            raise RuntimeError(f"cannot find {count} synthetic photos with distinct probabilities for this model")
+            raise RuntimeError(f"cannot find {count} synthetic photos with distinct answers for this page")
         p = photo(next_seed[0])
         next_seed[0] += 1
-        p.expected = expected_probability(clf, p)
+        p.expected = answer(p)
         if all(abs(p.expected - q.expected) * 100 >= MIN_GAP for q in chosen):
             chosen.append(p)
     return chosen
@@ -262,7 +238,8 @@ async def wave(browser, url: str, photos: list[Photo], n: int, index: int, timeo
 
 
 async def warm_up(browser, url: str, timeout: float) -> str:
-    """One session before timing: loads the default model into the server; returns its display name."""
+    """One session before timing (loads the default model into the server); returns the heading of
+    the answer ("<model> says"), or "" on a page without one."""
     ctx = await browser.new_context()
     try:
         page = await ctx.new_page()
@@ -272,8 +249,8 @@ async def warm_up(browser, url: str, timeout: float) -> str:
         await page.locator(FILE_INPUT).first.set_input_files(
             [{"name": p.name, "mimeType": "image/png", "buffer": p.data}])
         await page.locator(METRIC).first.wait_for(timeout=timeout * 1000)
-        heading = await page.locator("h3").filter(has_text=" says").first.inner_text()
-        return heading.replace(" says", "").strip()
+        heading = page.locator("h3").filter(has_text=" says")
+        return (await heading.first.inner_text()).replace(" says", "").strip() if await heading.count() else ""
     finally:
         await ctx.close()
 
@@ -287,16 +264,35 @@ def summarize(n: int, results: list[Result], rss: float, cpu: float, browser_cpu
                [asdict(r) for r in results])
 
 
-async def run(args) -> tuple[list[Row], str, dict]:
+async def measure(browser, url: str, server_pid: int, answer, args) -> list[Row]:
+    """Waves of N simultaneous sessions for each N in args.sessions, each photo with its own answer."""
+    rows, seed = [], [1000]
+    for n in args.sessions:
+        waves = max(1, math.ceil(args.min_samples / n))
+        results: list[Result] = []
+        cpu = browser_cpu = 0.0
+        for w in range(waves):
+            got, server_s, browser_s = await wave(browser, url, pick_photos(answer, n, seed), n, w, args.timeout,
+                                                  server_pid)
+            results += got
+            cpu += server_s
+            browser_cpu += browser_s
+        rows.append(summarize(n, results, rss_mb(server_pid), cpu, browser_cpu))
+        print(f"  N={n:>2}: {waves} wave(s) done", file=sys.stderr, flush=True)
+    return rows
+
+
+async def run(args) -> tuple[list[Row], list[Row], dict]:
+    """(Lesion Lens rows, bare-page rows, info), both measured in this run with the same harness."""
     from playwright.async_api import async_playwright
 
     from models import MODEL_NAMES, load_classifier, spec
 
-    rows: list[Row] = []
-    with serve(args.weights) as (url, proc):
-        async with async_playwright() as pw:
-            browser = await pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
-            try:
+    bare_rows: list[Row] = []
+    async with async_playwright() as pw:
+        browser = await pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
+        try:
+            with serve(server_env(Path(args.weights).resolve() if args.weights else None), timeout=120) as (url, proc, _):
                 t0 = time.perf_counter()
                 display = await warm_up(browser, url, args.timeout)
                 warm = time.perf_counter() - t0
@@ -304,32 +300,26 @@ async def run(args) -> tuple[list[Row], str, dict]:
                 if args.weights:
                     os.environ["LESION_LENS_WEIGHTS_DIR"] = str(Path(args.weights).resolve())
                 clf = load_classifier(name)
-                seed = [1000]
-                for n in args.sessions:
-                    waves = max(1, math.ceil(args.min_samples / n))
-                    results: list[Result] = []
-                    cpu = browser_cpu = 0.0
-                    for w in range(waves):
-                        photos = pick_photos(clf, n, seed)
-                        got, server_s, browser_s = await wave(browser, url, photos, n, w, args.timeout, proc.pid)
-                        results += got
-                        cpu += server_s
-                        browser_cpu += browser_s
-                    rows.append(summarize(n, results, rss_mb(proc.pid), cpu, browser_cpu))
-                    print(f"  N={n:>2}: {waves} wave(s) done", file=sys.stderr, flush=True)
-            finally:
-                await browser.close()
-        log = proc.log_path.read_text(errors="replace")
+                rows = await measure(browser, url, proc.pid, lambda p: expected_probability(clf, p), args)
+                log = proc.log_path.read_text(errors="replace")
+            if args.bare_baseline:
+                print("  the bare Streamlit page, same harness:", file=sys.stderr, flush=True)
+                with tempfile.TemporaryDirectory() as tmp:
+                    script = Path(tmp) / "bare_app.py"
+                    script.write_text(BARE_APP)
+                    with serve(server_env(), script=script, timeout=120) as (url, proc, _):
+                        await warm_up(browser, url, args.timeout)
+                        bare_rows = await measure(browser, url, proc.pid, bare_answer, args)
+        finally:
+            await browser.close()
     info = {"model": name, "display": display, "warm_up_s": round(warm, 2), "cpus": os.cpu_count(),
             "server_log_tracebacks": log.count("Traceback")}
-    return rows, name, info
+    return rows, bare_rows, info
 
 
-def table(rows: list[Row], info: dict) -> str:
+def table(rows: list[Row], title: str) -> str:
     base = next((r.p50 for r in rows if r.n == 1), float("nan"))
-    lines = [f"Diagnose page, model {info['display']} ({info['model']}), {info['cpus']} CPUs, server and Chromium on "
-             f"this machine; time from upload to the probability shown. Baseline: N=1 median {base:.2f} s "
-             f"(same run).",
+    lines = [f"{title} Baseline: N=1 median {base:.2f} s (same run).",
              "",
              "| sessions at once | samples | p50 s | p95 s | max s | p95 / N=1 p50 | errors | cross-talk | "
              "server CPU s/session | browser CPU s/session | server RSS MB | load avg |",
@@ -340,7 +330,12 @@ def table(rows: list[Row], info: dict) -> str:
     return "\n".join(lines)
 
 
-def verdict(rows: list[Row]) -> list[str]:
+def p95_ratio(rows: list[Row], n: int) -> float | None:
+    by_n = {r.n: r for r in rows}
+    return by_n[n].p95 / by_n[1].p50 if n in by_n and 1 in by_n else None
+
+
+def verdict(rows: list[Row], bare_rows: list[Row] = ()) -> list[str]:
     by_n = {r.n: r for r in rows}
     out = []
     base = by_n.get(1)
@@ -352,6 +347,10 @@ def verdict(rows: list[Row]) -> list[str]:
         ratio = by_n[8].p95 / base.p50
         out.append(f"{'PASS' if ratio <= 4 else 'FAIL'}: 8 sessions: p95 {by_n[8].p95:.2f} s = {ratio:.1f}x the "
                    f"single-session median {base.p50:.2f} s (target <= 4x)")
+        bare = p95_ratio(list(bare_rows), 8)
+        if bare is not None:
+            out.append(f"context: the bare Streamlit page, same harness and machine: 8-session p95 = {bare:.1f}x "
+                       "its single-session median")
     total_errors = sum(r.errors + r.crosstalk for r in rows)
     if total_errors:
         first = next(x for r in rows for x in r.results if x["error"] or x["crosstalk"])
@@ -366,6 +365,8 @@ def main(argv=None) -> int:
     ap.add_argument("--weights", default=None, help="weights folder (default: the shipped models/weights)")
     ap.add_argument("--timeout", type=float, default=240, help="seconds any one wait may take")
     ap.add_argument("--json", default=None, help="also write every result to this JSON file")
+    ap.add_argument("--no-bare-baseline", dest="bare_baseline", action="store_false",
+                    help="skip the same measurement on a bare Streamlit page (uploader + one metric)")
     args = ap.parse_args(argv)
     if any(n < 1 or n > MAX_SESSIONS for n in args.sessions):
         ap.error(f"--sessions must be between 1 and {MAX_SESSIONS}")
@@ -374,16 +375,24 @@ def main(argv=None) -> int:
     if not Path(CHROMIUM).exists():
         print(f"error: {CHROMIUM} not found (apt-get install -y chromium)", file=sys.stderr)
         return 2
-    rows, _, info = asyncio.run(run(args))
-    print(table(rows, info))
+    rows, bare_rows, info = asyncio.run(run(args))
+    print(table(rows, f"Diagnose page, model {info['display']} ({info['model']}), {info['cpus']} CPUs, server and "
+                      "Chromium on this machine; time from upload to the probability shown."))
+    if bare_rows:
+        print()
+        print(table(bare_rows, "The bare Streamlit page (file uploader + one metric, no model), same harness, same "
+                               "run: what Streamlit and the browsers cost on their own."))
     print()
-    for line in verdict(rows):
+    lines = verdict(rows, bare_rows)
+    for line in lines:
         print(line)
     if info["server_log_tracebacks"]:
         print(f"server log: {info['server_log_tracebacks']} tracebacks")
     if args.json:
-        Path(args.json).write_text(json.dumps({"info": info, "rows": [asdict(r) for r in rows]}, indent=1))
-    failed = any(line.startswith("FAIL") for line in verdict(rows)) or info["server_log_tracebacks"]
+        Path(args.json).write_text(json.dumps({"info": info, "rows": [asdict(r) for r in rows],
+                                               "bare_rows": [asdict(r) for r in bare_rows]}, indent=1))
+    bare_problems = sum(r.errors + r.crosstalk for r in bare_rows)
+    failed = any(line.startswith("FAIL") for line in lines) or info["server_log_tracebacks"] or bare_problems
     return 1 if failed else 0
 
 

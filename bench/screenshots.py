@@ -5,95 +5,27 @@ input, and writes docs/screenshots/{diagnose,compare,patient,about}.png. Uses th
 weights in models/weights/ (or --weights DIR); photos come from --data DIR (a folder with
 benign/ and malignant/, e.g. a test split) or, without it, synthetic images labelled as such.
 
-The helpers here (serve, browser, settle, upload, ...) are shared with bench/startup.py and
-tests/test_browser_app.py.
+The page helpers here (settle, upload, goto_page, ...) are shared with bench/startup.py and the
+browser tests.
 """
 
 from __future__ import annotations
 
 import argparse
-import contextlib
 import io
 import os
-import socket
-import subprocess
 import sys
-import tempfile
-import time
-import urllib.request
 from pathlib import Path
-from typing import Iterator
 
 ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from bench.serve import wait_until_healthy  # noqa: E402
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+# The server and browser helpers live in bench/serve.py; the tests and benchmarks import them from here too.
+from bench.serve import CHROMIUM, browser, serve, server_env  # noqa: E402,F401
+
 READY = '[data-testid="stApp"][data-test-script-state="notRunning"]'
 FILE_INPUT = 'input[type="file"]'
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def server_env(weights: str | os.PathLike | None = None, data: str | os.PathLike | None = None) -> dict[str, str]:
-    env = dict(os.environ)
-    env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    if weights:
-        env["LESION_LENS_WEIGHTS_DIR"] = str(weights)
-    if data:
-        env["LESION_LENS_DATA"] = str(data)
-    else:
-        env.pop("LESION_LENS_DATA", None)
-    return env
-
-
-@contextlib.contextmanager
-def serve(env: dict[str, str] | None = None, port: int | None = None, timeout: float = 60.0) -> Iterator[tuple[str, subprocess.Popen, float]]:
-    """A running `streamlit run app.py`: (url, process, seconds until its health check answered)."""
-    port = port or free_port()
-    cmd = [sys.executable, "-m", "streamlit", "run", str(ROOT / "app.py"), "--server.address", "127.0.0.1",
-           "--server.port", str(port), "--server.headless", "true", "--browser.gatherUsageStats", "false"]
-    # The server's output goes to a temporary file (a pipe nobody reads could fill up and block it);
-    # `proc.log_path` names it while the server runs.
-    log = tempfile.NamedTemporaryFile(prefix="lesion-lens-server-", suffix=".log", delete=False)
-    t0 = time.perf_counter()
-    proc = subprocess.Popen(cmd, cwd=ROOT, env=env or server_env(), stdout=log, stderr=subprocess.STDOUT)
-    proc.log_path = Path(log.name)
-    proc.t0 = t0  # perf_counter() at the spawn (bench/startup.py times from it)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        ready = wait_until_healthy(proc, url, proc.log_path, timeout, started=t0, poll=0.05)
-        yield url, proc, ready
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        log.close()
-        proc.log_path.unlink(missing_ok=True)
-
-
-@contextlib.contextmanager
-def browser(width: int = 1400, height: int = 1000):
-    """A Playwright page in the system Chromium."""
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        b = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
-        try:
-            ctx = b.new_context(viewport={"width": width, "height": height}, device_scale_factor=1)
-            yield ctx.new_page()
-        finally:
-            b.close()
 
 
 def settle(page, timeout: float = 120.0, pause: float = 0.4) -> None:

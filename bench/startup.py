@@ -28,7 +28,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.screenshots import (CHROMIUM, FILE_INPUT, browser, choose, free_port, photo_bytes,  # noqa: E402
+from bench.screenshots import (CHROMIUM, FILE_INPUT, browser, choose, photo_bytes,  # noqa: E402
                                serve, server_env, settle, upload)
 
 BARE_APP = """import streamlit as st
@@ -68,8 +68,7 @@ def write_throwaway(folder: Path) -> Path:
 
 def time_start(page, env: dict, script: Path | None, lesion_lens: bool) -> dict:
     """Spawn the server, open the page: seconds to interactive (and to the first prediction)."""
-    ctx = serve(env) if script is None else _serve_script(script, env)  # the baseline: a bare script
-    with ctx as (url, proc, health_s):
+    with serve(env, script=script) as (url, proc, health_s):  # script: the bare baseline page
         page.goto(url)
         page.wait_for_selector(FILE_INPUT, state="attached", timeout=120_000)
         if lesion_lens:
@@ -86,39 +85,6 @@ def time_start(page, env: dict, script: Path | None, lesion_lens: bool) -> dict:
             out["first_prediction"] = time.perf_counter() - t
             out["rss_default"] = rss_mb(proc.pid)
         return out
-
-
-class _serve_script:
-    def __init__(self, script: Path, env: dict):
-        self.script, self.env = script, env
-
-    def __enter__(self):
-        import subprocess
-        import urllib.request
-
-        port = free_port()
-        self.log = tempfile.TemporaryFile()
-        t0 = time.perf_counter()
-        self.proc = subprocess.Popen([sys.executable, "-m", "streamlit", "run", str(self.script), "--server.address",
-                                      "127.0.0.1", "--server.port", str(port), "--server.headless", "true",
-                                      "--browser.gatherUsageStats", "false"], cwd=self.script.parent, env=self.env,
-                                     stdout=self.log, stderr=subprocess.STDOUT)
-        self.proc.t0 = t0
-        url = f"http://127.0.0.1:{port}"
-        while True:
-            try:
-                with urllib.request.urlopen(f"{url}/_stcore/health", timeout=1):
-                    break
-            except OSError:
-                if self.proc.poll() is not None or time.perf_counter() - t0 > 60:
-                    raise RuntimeError("the bare Streamlit server did not start")
-                time.sleep(0.02)
-        return url, self.proc, time.perf_counter() - t0
-
-    def __exit__(self, *exc):
-        self.proc.terminate()
-        self.proc.wait(timeout=15)
-        self.log.close()
 
 
 def warm_explain(name: str, image: bytes, n: int = 3) -> float:
@@ -151,10 +117,7 @@ def main(argv=None) -> None:
     env = server_env(weights)
 
     bare = Path(tmp.name) / "bare_app.py"
-    bare.write_text(BARE_APP)
-    # Same server settings for the baseline (uploads, no file watcher, headless).
-    (bare.parent / ".streamlit").mkdir()
-    (bare.parent / ".streamlit" / "config.toml").write_text((ROOT / ".streamlit" / "config.toml").read_text())
+    bare.write_text(BARE_APP)  # served from the project folder: the same .streamlit/config.toml
 
     from models import MODEL_NAMES, spec
     from pages._ui import default_model, models_with_weights

@@ -41,7 +41,7 @@ def _sync(device):
 
 def bench_ours(name, images, labels, size, device, batch, steps, warmup, amp_mode="auto"):
     model, _ = build_torch(name, None)
-    amp = amp_settings(device, amp_mode)
+    amp = amp_settings(device, amp_mode, name)
     cl = uses_channels_last(device)
     model = model.to(device)
     if cl:
@@ -132,15 +132,15 @@ def main(argv=None):
         ours = bench_ours(*bench)
         fp32 = bench_ours(*bench, amp_mode="off")
         naive = bench_naive(name, folder, size, device, args.batch_size, steps, warmup)
-        rows.append((name, size, ours, fp32, naive))
+        amp = amp_settings(device, "auto", name)
+        rows.append((name, size, f"{str(amp[1]).replace('torch.', '') if amp[0] else 'fp32'}", ours, fp32, naive))
         print(f"  {name}: ours {ours:.1f} img/s, ours fp32 {fp32:.1f} img/s, naive {naive:.1f} img/s", flush=True)
-    amp = amp_settings(device)
     print()
-    print(f"ours: --amp auto = {amp[1] if amp[0] else 'fp32'}, channels_last {uses_channels_last(device)}")
-    print("| model | px | ours img/s | ours --amp off img/s | naive img/s | speed-up (ours / naive) |")
-    print("|---|---:|---:|---:|---:|---:|")
-    for name, size, ours, fp32, naive in rows:
-        print(f"| {name} | {size} | {ours:.1f} | {fp32:.1f} | {naive:.1f} | {ours / naive:.2f}x |")
+    print(f"ours: channels_last {uses_channels_last(device)}, precision as --amp auto picks it")
+    print("| model | px | ours precision | ours img/s | ours --amp off img/s | naive img/s | speed-up (ours / naive) |")
+    print("|---|---:|---|---:|---:|---:|---:|")
+    for name, size, prec, ours, fp32, naive in rows:
+        print(f"| {name} | {size} | {prec} | {ours:.1f} | {fp32:.1f} | {naive:.1f} | {ours / naive:.2f}x |")
     if tmp:
         tmp.cleanup()
 

@@ -525,7 +525,7 @@ def _seconds_per_step(model: str, image_size: int, batch: int) -> float:
     from .torch_loop import amp_settings, uses_channels_last
 
     cpu = torch.device("cpu")
-    amp = amp_settings(cpu)
+    amp = amp_settings(cpu, "auto", model)
     fmt = torch.channels_last if uses_channels_last(cpu) else torch.contiguous_format
     net, _ = build_torch(model, None)
     net = net.to(memory_format=fmt).train()
