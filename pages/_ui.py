@@ -33,6 +33,7 @@ from models.registry import card_path, read_card, shipped_checkpoint
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES_DIR = ROOT / "assets" / "examples"
 SYNTHETIC_NOTE = "SYNTHETIC (generated, not a real lesion)"
+SYNTHETIC_OPTION = "__synthetic__"  # the generated demo dataset in the Training and Evaluate folder lists
 # The browser's file picker offers these (by MIME type: .jpg/.jpeg, .png, .webp, .bmp, .tif/.tiff).
 # MIME types rather than extensions because with extensions Streamlit re-checks the name on the
 # server and raises in the page for a file that bypassed the picker (a hand-made request); this
@@ -445,3 +446,14 @@ def validation_sentence(card: dict[str, Any]) -> str:
 
 def disclaimer() -> None:
     st.caption(f":material/info: {DISCLAIMER}")
+
+
+def dataset_label(opt: str, base: Path | None, synthetic: str) -> str:
+    """A folder choice under LESION_LENS_DATA, with its image counts (or `synthetic` for the demo set)."""
+    from training.launcher import count_images
+
+    if opt == SYNTHETIC_OPTION:
+        return synthetic
+    counts = count_images(base / opt) if base else {}
+    shown = base.name if opt == "." and base else opt
+    return f"{shown} ({counts.get('benign', 0)} benign, {counts.get('malignant', 0)} malignant)"

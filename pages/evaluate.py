@@ -24,7 +24,7 @@ from training.launcher import LaunchError
 from training.metrics import binary_metrics
 from training.rundir import list_runs
 
-SYNTHETIC = "__synthetic__"
+SYNTHETIC = ui.SYNTHETIC_OPTION
 GALLERY = 12
 PROGRESS_UPDATES = 20
 SAME_THRESHOLD = 5e-4  # the slider starts at the card's threshold rounded to 3 decimals
@@ -66,11 +66,7 @@ def model_choices() -> dict[str, dict]:
 
 
 def folder_label(opt: str, base: Path | None) -> str:
-    if opt == SYNTHETIC:
-        return "SYNTHETIC demo test set (generated cartoons, not real lesions)"
-    counts = launcher.count_images(base / opt) if base else {}
-    shown = base.name if opt == "." and base else opt
-    return f"{shown} ({counts.get('benign', 0)} benign, {counts.get('malignant', 0)} malignant)"
+    return ui.dataset_label(opt, base, "SYNTHETIC demo test set (generated cartoons, not real lesions)")
 
 
 def default_folder(options: list[str]) -> int:

@@ -22,7 +22,7 @@ from training.promote import PromoteError, promote
 from training.rundir import ACTIVE_STATES, list_runs, read_metrics, read_run, safe_run_path, tail_log
 from training.train import DEFAULT_EPOCHS, DEFAULT_LR, LIMITS
 
-SYNTHETIC = "__synthetic__"
+SYNTHETIC = ui.SYNTHETIC_OPTION
 STATE_COLOURS = {"starting": "#7d6608", "running": "#1e8449", "finished": "#2471a3", "stopped": "#6c3483",
                  "failed": "#b03a2e"}
 SPLIT_COLOURS = {"train": "#2471a3", "val": "#d35400"}
@@ -71,11 +71,7 @@ def fmt(v, digits: int = 3) -> str:
 
 
 def dataset_label(opt: str, base: Path | None) -> str:
-    if opt == SYNTHETIC:
-        return "SYNTHETIC demo set (generated cartoons, not real lesions)"
-    counts = launcher.count_images(base / opt) if base else {}
-    shown = base.name if opt == "." and base else opt
-    return f"{shown} ({counts.get('benign', 0)} benign, {counts.get('malignant', 0)} malignant)"
+    return ui.dataset_label(opt, base, "SYNTHETIC demo set (generated cartoons, not real lesions)")
 
 
 def curves(points: list[dict], metric: str, title: str, key: str, uirev: str, epochs: int) -> None:

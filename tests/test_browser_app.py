@@ -46,9 +46,24 @@ def page(server):
         yield p
 
 
+IMAGES_LOADED = """() => [...document.querySelectorAll('[data-testid="stImage"] img')]
+    .filter(i => i.complete && i.naturalWidth > 0).length"""
+
+
 def images_loaded(page) -> int:
-    return page.evaluate("""() => [...document.querySelectorAll('[data-testid="stImage"] img')]
-        .filter(i => i.complete && i.naturalWidth > 0).length""")
+    return page.evaluate(IMAGES_LOADED)
+
+
+def wait_for_images(page, n: int) -> None:
+    """Until at least `n` images on the page have loaded and decoded."""
+    page.wait_for_function(f"() => ({IMAGES_LOADED})() >= {n}", timeout=60_000)
+
+
+def open_app(page, url: str) -> None:
+    """The app's first page, with its script run finished."""
+    page.goto(url)
+    page.wait_for_selector(FILE_INPUT, state="attached", timeout=60_000)
+    settle(page)
 
 
 def no_traceback(page) -> None:
@@ -58,9 +73,7 @@ def no_traceback(page) -> None:
 
 def test_diagnose_upload_and_every_model(server, page, tmp_path):
     url, _ = server
-    page.goto(url)
-    page.wait_for_selector(FILE_INPUT, state="attached", timeout=60_000)
-    settle(page)
+    open_app(page, url)
     assert DISCLAIMER in page.inner_text("body")
     upload(page, [("my_mole.jpg", photo("malignant", 8, size=300, fmt="JPEG"))])
     page.get_by_text("my_mole.jpg").first.wait_for(timeout=30_000)
@@ -72,8 +85,7 @@ def test_diagnose_upload_and_every_model(server, page, tmp_path):
         body = page.inner_text("body")
         assert re.search(r"Probability of malignant\s+\d+\.\d%", body), name
         assert re.search(rf"At threshold \d\.\d+:\s*{label}", body), (name, body[:2000])
-        page.wait_for_function("""() => [...document.querySelectorAll('[data-testid="stImage"] img')]
-            .filter(i => i.complete && i.naturalWidth > 0).length >= 3""", timeout=60_000)
+        wait_for_images(page, 3)
         assert images_loaded(page) == 3, name
         no_traceback(page)
     screenshot(page, tmp_path / "diagnose.png")
@@ -81,9 +93,7 @@ def test_diagnose_upload_and_every_model(server, page, tmp_path):
 
 def test_bad_upload_shows_message_then_next_upload_works(server, page):
     url, _ = server
-    page.goto(url)
-    page.wait_for_selector(FILE_INPUT, state="attached", timeout=60_000)
-    settle(page)
+    open_app(page, url)
     upload(page, [("broken.png", b"\x89PNG\r\n\x1a\nthis is not really a png")])
     alert = page.locator('[data-testid="stAlert"]').filter(has_text="broken.png")
     alert.wait_for(timeout=60_000)
@@ -99,17 +109,14 @@ def test_bad_upload_shows_message_then_next_upload_works(server, page):
 
 def test_compare_page_with_all_models(server, page, tmp_path):
     url, _ = server
-    page.goto(url)
-    page.wait_for_selector(FILE_INPUT, state="attached", timeout=60_000)
-    settle(page)
+    open_app(page, url)
     goto_page(page, "Compare models")
     page.get_by_role("heading", name="Compare models").wait_for(timeout=60_000)
     upload(page, [("same_photo.png", photo("malignant", 10, size=240))])
     page.get_by_text("The models disagree").wait_for(timeout=300_000)
     settle(page, timeout=300)
     assert page.locator('[data-testid="stMetricValue"]').count() == 4
-    page.wait_for_function("""() => [...document.querySelectorAll('[data-testid="stImage"] img')]
-        .filter(i => i.complete && i.naturalWidth > 0).length >= 4""", timeout=60_000)
+    wait_for_images(page, 4)
     body = page.inner_text("body")
     assert DISCLAIMER in body
     assert re.search(r"PyTorch CNN and DenseNet161 says?\s+malignant", body)
@@ -119,9 +126,7 @@ def test_compare_page_with_all_models(server, page, tmp_path):
 
 def test_patient_page_with_several_photos(server, page, tmp_path):
     url, _ = server
-    page.goto(url)
-    page.wait_for_selector(FILE_INPUT, state="attached", timeout=60_000)
-    settle(page)
+    open_app(page, url)
     goto_page(page, "Patient view")
     page.get_by_role("heading", name="Patient view: the ugly duckling").wait_for(timeout=60_000)
     files = [(f"lesion_{i}.png", photo("benign", 40 + i, size=160)) for i in range(5)]
@@ -132,8 +137,7 @@ def test_patient_page_with_several_photos(server, page, tmp_path):
     body = page.inner_text("body")
     assert DISCLAIMER in body and "not been validated" in body
     assert "Outlier score:" in body
-    page.wait_for_function("""() => [...document.querySelectorAll('[data-testid="stImage"] img')]
-        .filter(i => i.complete && i.naturalWidth > 0).length >= 6""", timeout=60_000)
+    wait_for_images(page, 6)
     # the map carries a thumbnail per photo and names the photo on hover
     assert page.locator(".js-plotly-plot .layer-below image, .js-plotly-plot image").count() >= 6
     point = page.locator(".js-plotly-plot .scatterlayer .point").first
@@ -146,9 +150,7 @@ def test_patient_page_with_several_photos(server, page, tmp_path):
 
 def test_about_page(server, page, tmp_path):
     url, _ = server
-    page.goto(url)
-    page.wait_for_selector(FILE_INPUT, state="attached", timeout=60_000)
-    settle(page)
+    open_app(page, url)
     goto_page(page, "About")
     page.wait_for_selector('[data-testid="stTable"]', timeout=60_000)
     settle(page)

@@ -111,18 +111,13 @@ def make_run_server(env: dict[str, str], port: int | None = None, timeout: float
     with open(log_path, "wb") as out:
         proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
-    from bench.serve import wait_until_healthy  # here: the netns driver imports this module bare
+    from bench.serve import stop, wait_until_healthy  # here: the netns driver imports this module bare
 
     try:
         wait_until_healthy(proc, url, log_path, timeout)
         yield url, proc, log_path
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop(proc)
 
 
 def websocket_handshake(port: int, host: str, origin: str) -> int:

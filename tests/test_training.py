@@ -227,9 +227,10 @@ def test_non_finite_learning_rate_fails_the_run_with_a_message(synth, tmp_path, 
 
 
 def test_sigterm_then_resume_reaches_the_same_final_epoch(synth, tmp_path):
+    epochs = 8  # enough that a fast machine is still training when SIGTERM arrives after epoch 1
     out = tmp_path / "run"
-    proc = subprocess.Popen(train_cmd("--model", "torch_cnn", "--data", synth, "--epochs", 4, "--image-size", 32,
-                                      "--batch-size", 4, "--log-every", 1, "--out", out),
+    proc = subprocess.Popen(train_cmd("--model", "torch_cnn", "--data", synth, "--epochs", epochs, "--image-size", 32,
+                                      "--batch-size", 4, "--log-every", 1, "--amp", "off", "--out", out),
                             cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     assert wait_for(lambda: any(r.get("split") == "val" for r in read_metrics(out)), timeout=300)
     proc.send_signal(signal.SIGTERM)
@@ -237,15 +238,17 @@ def test_sigterm_then_resume_reaches_the_same_final_epoch(synth, tmp_path):
     st = status(out)
     assert st["state"] == "stopped", st
     stopped_at = torch.load(out / "last.pt", weights_only=True)["epoch"]
-    assert 1 <= stopped_at < 4
+    assert 1 <= stopped_at < epochs
     assert load_classifier("torch_cnn", out / "best.pt")  # what was saved loads
     proc = run_training("--resume", out)
     assert proc.returncode == 0, proc.stderr
     st = status(out)
-    assert st["state"] == "finished" and st["epoch"] == 4
-    assert f"resuming after epoch {stopped_at}" in (out / "log.txt").read_text()
+    assert st["state"] == "finished" and st["epoch"] == epochs
+    log = (out / "log.txt").read_text()
+    assert f"resuming after epoch {stopped_at}" in log
+    assert log.count("amp: off;") == 2  # the resumed process keeps the run's --amp
     val_epochs = [r["epoch"] for r in read_metrics(out) if r["split"] == "val"]
-    assert val_epochs[-1] == 4 and sorted(set(val_epochs)) == [1, 2, 3, 4]
+    assert val_epochs[-1] == epochs and sorted(set(val_epochs)) == list(range(1, epochs + 1))
 
 
 def test_stop_file_stops_the_run(synth, tmp_path):

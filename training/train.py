@@ -36,9 +36,10 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
     p.add_argument("--lr", type=float, default=None, help="peak learning rate (default per model)")
     p.add_argument("--weights", default=None, help="imagenet | none | PATH (default: the model's init)")
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"])
-    p.add_argument("--amp", default="auto", choices=["auto", "bf16", "fp16", "off"],
-                   help="mixed precision for the PyTorch models. auto: bf16 (fp16 on older GPUs) on CUDA, bf16 on a "
-                        "CPU with native bf16 (AVX512-BF16/AMX), else fp32; off: fp32")
+    p.add_argument("--amp", default=None, choices=["auto", "bf16", "fp16", "off"],
+                   help="mixed precision for the PyTorch models (default auto: bf16, or fp16 on older GPUs, on CUDA; "
+                        "bf16 on a CPU with native bf16 (AVX512-BF16/AMX); else fp32). off: fp32. A resumed run "
+                        "keeps its setting unless given")
     p.add_argument("--out", default=None, help="run directory (default: runs/<new id>)")
     p.add_argument("--resume", default=None, help="continue the run in this directory")
     p.add_argument("--seed", type=int, default=42, help="seed for the validation split and training")
@@ -84,6 +85,7 @@ def resolve_args(ns: argparse.Namespace) -> dict[str, Any]:
     cfg["lr"] = ns.lr if ns.lr is not None else DEFAULT_LR[ns.model]
     cfg["epochs"] = ns.epochs if ns.epochs is not None else DEFAULT_EPOCHS[ns.model]
     cfg["weights"] = ns.weights or ("imagenet" if s.init == "imagenet" else "none")
+    cfg["amp"] = ns.amp or "auto"
     cfg["resuming"] = False
     cfg["data"] = str(Path(ns.data).resolve())
     if not Path(cfg["data"]).is_dir():
