@@ -38,8 +38,8 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"])
     p.add_argument("--amp", default=None, choices=["auto", "bf16", "fp16", "off"],
                    help="mixed precision for the PyTorch models (default auto: bf16, or fp16 on older GPUs, on CUDA; "
-                        "bf16 on a CPU with native bf16 (AVX512-BF16/AMX); else fp32). off: fp32. A resumed run "
-                        "keeps its setting unless given")
+                        "bf16 on a CPU with native bf16 (AVX512-BF16/AMX); else fp32). off: fp32. fp16 is for GPUs "
+                        "without bf16 (on a CPU it is emulated and slow). A resumed run keeps its setting unless given")
     p.add_argument("--out", default=None, help="run directory (default: runs/<new id>)")
     p.add_argument("--resume", default=None, help="continue the run in this directory")
     p.add_argument("--seed", type=int, default=42, help="seed for the validation split and training")
