@@ -367,6 +367,18 @@ def thumbnail_uri(arr: np.ndarray, size: int = 72) -> str:
 
 # ------------------------------------------------------------------ probabilities and thresholds
 
+def threshold_slider(card_threshold: float, key: str, help: str) -> tuple[float, bool]:
+    """The decision-threshold slider, starting at the card's threshold: (threshold, is the card's).
+
+    The slider has 3 decimals; while it sits on the card's threshold rounded to them, the card's exact
+    threshold is returned, so labels and metrics there are the card's own."""
+    shown = float(round(card_threshold, 3))
+    thr = st.slider("Decision threshold", 0.0, 1.0, shown, 0.005, format="%.3f", key=key, help=help)
+    if abs(thr - shown) < 1e-9:
+        return card_threshold, True
+    return thr, False
+
+
 def operating_point(validation: dict[str, Any] | None, threshold: float) -> tuple[float, float] | None:
     """(sensitivity, specificity) on validation when malignant means p >= threshold, from the card's ROC.
 

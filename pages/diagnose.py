@@ -54,14 +54,10 @@ res_left, res_right = st.columns([1, 1], gap="large")
 with res_left:
     st.subheader(f"{ui.display(name)} says")
     st.metric("Probability of malignant", f"{p:.1%}")
-    shown_thr = float(round(model_thr, 3))
-    thr = st.slider("Decision threshold", 0.0, 1.0, shown_thr, 0.005, format="%.3f",
-                    key=f"diag_thr_{name}",
-                    help="A photo is called malignant when its probability is at least the threshold. "
-                         "The model's own threshold was chosen on validation data.")
-    at_model_thr = abs(thr - shown_thr) < 1e-9
-    if at_model_thr:  # the slider shows 3 decimals; the label uses the card's exact threshold
-        thr = model_thr
+    thr, at_model_thr = ui.threshold_slider(
+        model_thr, key=f"diag_thr_{name}",
+        help="A photo is called malignant when its probability is at least the threshold. "
+             "The model's own threshold was chosen on validation data.")
     ui.prob_bar(p, thr)
     label = ui.label_at(p, thr)
     st.markdown(f"At threshold {thr:.3f}: {ui.label_badge(label)}", unsafe_allow_html=True)

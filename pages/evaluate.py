@@ -27,7 +27,6 @@ from training.rundir import list_runs
 SYNTHETIC = ui.SYNTHETIC_OPTION
 GALLERY = 12
 PROGRESS_UPDATES = 20
-SAME_THRESHOLD = 5e-4  # the slider starts at the card's threshold rounded to 3 decimals
 
 
 # ------------------------------------------------------------------ choices
@@ -126,7 +125,7 @@ def roc_figure(result: dict, op: tuple[float, float], thr: float, model_thr: flo
                              customdata=roc["thresholds"],
                              hovertemplate="threshold %{customdata:.3f}<br>1 − specificity %{x:.3f}"
                                            "<br>sensitivity %{y:.3f}<extra></extra>"))
-    if model_op is not None and abs(thr - model_thr) > SAME_THRESHOLD:
+    if model_op is not None:  # the card's operating point, when the slider has left it
         fig.add_trace(go.Scatter(x=[1 - model_op[1]], y=[model_op[0]], mode="markers", name=f"card threshold {model_thr:.3f}",
                                  marker={"size": 11, "color": "white", "line": {"color": "#555", "width": 2}}))
     fig.add_trace(go.Scatter(x=[1 - op[1]], y=[op[0]], mode="markers", name=f"threshold {thr:.3f}",
@@ -267,10 +266,10 @@ if result["skipped"]:
                f"{Path(result['skipped'][0]['path']).name}: {result['skipped'][0]['reason']}).")
 
 st.divider()
-thr = st.slider("Decision threshold", 0.0, 1.0, float(round(model_thr, 3)), 0.005, format="%.3f",
-                key=f"eval_thr_{choice}",
-                help="Malignant when the probability is at least the threshold. It starts at the model card's "
-                     "threshold, chosen on validation data.")
+thr, at_card = ui.threshold_slider(
+    model_thr, key=f"eval_thr_{choice}",
+    help="Malignant when the probability is at least the threshold. It starts at the model card's "
+         "threshold, chosen on validation data.")
 m = binary_metrics(y, p, thr)
 cols = st.columns(5)
 cols[0].metric("Images", f"{m['n']}")
@@ -280,12 +279,15 @@ cols[3].metric("Sensitivity", ui.fmt_metric(m["sensitivity"], 3))
 cols[4].metric("Specificity", ui.fmt_metric(m["specificity"], 3))
 st.caption(f"{ui.display(name)} on {result['n']} images of {folder_label(folder_opt, base)}"
            f"{' with test-time augmentation' if result['tta'] else ''}; threshold {thr:.3f}"
-           f"{' (the card’s)' if abs(thr - model_thr) <= SAME_THRESHOLD else f' (the card says {model_thr:.3f})'}. "
+           f"{' (the card’s)' if at_card else f' (the card says {model_thr:.3f})'}. "
            "Sensitivity: malignant photos called malignant; specificity: benign photos called benign. "
            "ROC AUC does not depend on the threshold.")
 
-mt = binary_metrics(y, p, model_thr)
-model_op = (mt["sensitivity"], mt["specificity"])
+if at_card:
+    model_op = None
+else:
+    mt = binary_metrics(y, p, model_thr)
+    model_op = (mt["sensitivity"], mt["specificity"])
 left, right = st.columns(2)
 with left:
     st.plotly_chart(roc_figure(result, (m["sensitivity"], m["specificity"]), thr, model_thr, model_op),

@@ -316,7 +316,7 @@ by_id = {r.id: r for r in runs}
 
 def run_choice_label(rid: str) -> str:
     # No state here: it moves on while the page stands still (the panel and the table show it live).
-    m = by_id[rid].model or by_id[rid].status.get("model")
+    m = run_model(by_id[rid])
     return f"{rid} · {ui.display(m)}" if m in MODEL_NAMES else rid
 
 
