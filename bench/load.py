@@ -38,7 +38,8 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from bench.serve import CHROMIUM, CHROMIUM_ARGS, serve, server_env  # noqa: E402
+from bench.screenshots import FILE_INPUT, READY  # noqa: E402
+from bench.serve import CHROMIUM, CHROMIUM_ARGS, rss_mb, serve, server_env  # noqa: E402
 
 # The baseline page: Streamlit alone, an uploader and one metric, whose value the bench can predict
 # from the photo's bytes (so cross-talk is checked there too). No model, no images drawn.
@@ -48,8 +49,6 @@ photo = st.file_uploader("Photo")
 if photo is not None:
     st.metric("Stand-in answer", f"{int(hashlib.sha256(photo.getvalue()).hexdigest(), 16) % 1000 / 1000:.1%}")
 """
-READY = '[data-testid="stApp"][data-test-script-state="notRunning"]'
-FILE_INPUT = 'input[type="file"]'
 METRIC = '[data-testid="stMetricValue"]'
 MAX_SESSIONS = 32
 MIN_GAP = 0.3  # percentage points between the probabilities of photos in one wave
@@ -122,16 +121,6 @@ def browser_cpu_seconds() -> float:
     return total
 
 
-def rss_mb(pid: int) -> float:
-    try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    except OSError:
-        pass
-    return float("nan")
-
-
 # ------------------------------------------------------------------ photos and their expected answers
 
 def photo(seed: int, size: int = 256) -> Photo:
@@ -177,6 +166,10 @@ def percent(p: float) -> str:
 
 # ------------------------------------------------------------------ browser sessions
 
+async def upload_photo(page, p: Photo) -> None:
+    await page.locator(FILE_INPUT).first.set_input_files([{"name": p.name, "mimeType": "image/png", "buffer": p.data}])
+
+
 async def one_session(ctx, url: str, p: Photo, n: int, wave: int, loaded: asyncio.Queue,
                       go: asyncio.Event, timeout: float) -> Result:
     res = Result(n, wave, p.name, expected=percent(p.expected))
@@ -190,8 +183,7 @@ async def one_session(ctx, url: str, p: Photo, n: int, wave: int, loaded: asynci
         signalled = True
         await go.wait()
         t0 = time.perf_counter()
-        await page.locator(FILE_INPUT).first.set_input_files(
-            [{"name": p.name, "mimeType": "image/png", "buffer": p.data}])
+        await upload_photo(page, p)
         metric = page.locator(METRIC).first
         await metric.wait_for(timeout=timeout * 1000)
         res.seconds = time.perf_counter() - t0
@@ -245,9 +237,7 @@ async def warm_up(browser, url: str, timeout: float) -> str:
         page = await ctx.new_page()
         await page.goto(url, timeout=timeout * 1000)
         await page.wait_for_selector(FILE_INPUT, state="attached", timeout=timeout * 1000)
-        p = photo(1)
-        await page.locator(FILE_INPUT).first.set_input_files(
-            [{"name": p.name, "mimeType": "image/png", "buffer": p.data}])
+        await upload_photo(page, photo(1))
         await page.locator(METRIC).first.wait_for(timeout=timeout * 1000)
         heading = page.locator("h3").filter(has_text=" says")
         return (await heading.first.inner_text()).replace(" says", "").strip() if await heading.count() else ""

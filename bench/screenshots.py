@@ -95,10 +95,14 @@ def take(url: str, out: Path, data: str | os.PathLike | None = None) -> list[Pat
         page.wait_for_selector(FILE_INPUT, state="attached", timeout=60_000)
         settle(page)
         photo = sample_photos(data, 0, 1)
-        if data:
-            upload(page, photo)
-        else:  # a shipped example: the page labels it SYNTHETIC
-            choose(page, "…or pick an example", "synthetic malignant 1")
+
+        def show_photo() -> None:
+            if data:
+                upload(page, photo)
+            else:  # a shipped example: the page labels it SYNTHETIC
+                choose(page, "…or pick an example", "synthetic malignant 1")
+
+        show_photo()
         page.wait_for_selector('[data-testid="stImage"]', timeout=180_000)
         settle(page, timeout=180)
         screenshot(page, out / "diagnose.png")
@@ -107,10 +111,7 @@ def take(url: str, out: Path, data: str | os.PathLike | None = None) -> list[Pat
         goto_page(page, "Compare models")
         page.wait_for_selector(FILE_INPUT, state="attached", timeout=60_000)
         settle(page)
-        if data:
-            upload(page, photo)
-        else:
-            choose(page, "…or pick an example", "synthetic malignant 1")
+        show_photo()
         settle(page, timeout=300)
         page.wait_for_selector('[data-testid="stImage"]', timeout=300_000)
         screenshot(page, out / "compare.png")

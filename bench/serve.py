@@ -54,6 +54,17 @@ def stop(proc: subprocess.Popen, timeout: float = 20) -> None:
         proc.wait()
 
 
+def rss_mb(pid: int) -> float:
+    """Resident memory of a process in MB (nan once it is gone)."""
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return float("nan")
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -30,6 +30,7 @@ sys.path.insert(0, str(ROOT))
 
 from bench.screenshots import (CHROMIUM, FILE_INPUT, browser, choose, photo_bytes,  # noqa: E402
                                serve, server_env, settle, upload)
+from bench.serve import rss_mb  # noqa: E402
 
 BARE_APP = """import streamlit as st
 st.title("Bare Streamlit")
@@ -37,13 +38,6 @@ st.file_uploader("Upload")
 """
 IMAGES_LOADED = """n => [...document.querySelectorAll('[data-testid="stImage"] img')]
     .filter(i => i.complete && i.naturalWidth > 0).length >= n"""
-
-
-def rss_mb(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return float("nan")
 
 
 def write_throwaway(folder: Path) -> Path:

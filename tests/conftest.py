@@ -26,3 +26,12 @@ def real_data():
     if not REAL_DATA.is_dir():
         pytest.skip(f"real dataset not present at {REAL_DATA}")
     return REAL_DATA
+
+
+@pytest.fixture(scope="module")
+def page(server):
+    """One Chromium page for a browser-test module, on the module's own `server` fixture."""
+    from bench.serve import browser
+
+    with browser() as p:
+        yield p

@@ -23,7 +23,7 @@ if not Path("/usr/bin/chromium").exists():
 if importlib.util.find_spec("playwright") is None:
     pytest.skip("playwright is not installed (requirements-dev.txt)", allow_module_level=True)
 
-from bench.screenshots import (FILE_INPUT, browser, choose, goto_page, screenshot, serve,  # noqa: E402
+from bench.screenshots import (FILE_INPUT, choose, goto_page, screenshot, serve,  # noqa: E402
                                server_env, settle, upload)
 
 MODELS = {"torch_cnn": ("PyTorch CNN", "malignant"), "efficientnet_lite0": ("EfficientNet-Lite0", "benign"),
@@ -38,12 +38,6 @@ def server(tmp_path_factory):
     make_keras_weights(weights, 1.0)
     with serve(server_env(weights)) as (url, proc, _):
         yield url, proc
-
-
-@pytest.fixture(scope="module")
-def page(server):
-    with browser() as p:
-        yield p
 
 
 IMAGES_LOADED = """() => [...document.querySelectorAll('[data-testid="stImage"] img')]

@@ -27,7 +27,7 @@ if importlib.util.find_spec("playwright") is None:
 if not (ROOT / "pages" / "diagnose.py").is_file():
     pytest.skip("pages/diagnose.py is not there yet", allow_module_level=True)
 
-from bench.screenshots import FILE_INPUT, browser, goto_page, serve, server_env, settle  # noqa: E402
+from bench.screenshots import FILE_INPUT, goto_page, serve, server_env, settle  # noqa: E402
 
 # (file, where the message appears: "page" = the app's own error, "widget" = Streamlit's uploader, text)
 SEQUENCE = [
@@ -56,12 +56,6 @@ def server(tmp_path_factory):
     weights = make_weights(tmp_path_factory.mktemp("bad_upload_browser_weights"), {"torch_cnn": 0.5})
     with serve(server_env(weights)) as (url, proc, _):
         yield url, proc
-
-
-@pytest.fixture(scope="module")
-def page(server):
-    with browser() as p:
-        yield p
 
 
 def send(page, files: list[badfiles.BadFile]) -> None:

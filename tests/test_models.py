@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -288,5 +289,5 @@ def test_keras_first_then_torch_ops_in_one_process_does_not_crash():
             "import torch; augment(torch.zeros(1, 3, 32, 32))\n"
             "print('ok')\n")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
-                          cwd=str(__import__("pathlib").Path(__file__).resolve().parent.parent))
+                          cwd=str(Path(__file__).resolve().parent.parent))
     assert proc.returncode == 0 and proc.stdout.strip().endswith("ok"), proc.stderr[-2000:]

@@ -88,6 +88,7 @@ class RunWriter:
         self.enabled = enabled
         self.status: dict[str, Any] = {"state": "starting", "pid": os.getpid(), "epoch": 0, "epochs": 0,
                                        "step": 0, "steps_per_epoch": 0, "message": "", "device": None}
+        self.write_error: OSError | None = None  # the last failed write (a full disk), kept, not raised
         if enabled:
             self.path.mkdir(parents=True, exist_ok=True)
             for stale in self.path.glob(".*.tmp"):  # half-written files of a killed process
@@ -127,8 +128,6 @@ class RunWriter:
 
     def stop_requested(self) -> bool:
         return self.enabled and (self.path / "STOP").exists()
-
-    write_error: OSError | None = None
 
     def close(self) -> None:
         if self.enabled:
