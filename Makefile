@@ -8,10 +8,13 @@ PYTEST_ARGS ?=
 
 .PHONY: run test test-all test-slow test-browser bench clean
 
-# The stamp files make a second `make run`/`make test` skip pip entirely.
-$(VENV)/.runtime: requirements.txt
+# The stamp files make a second `make run`/`make test` skip pip entirely. The project itself is
+# installed editable (pyproject.toml; its dependencies are requirements.txt, installed just before),
+# so app, pages, models and training import by name from anywhere, bench/ scripts included.
+$(VENV)/.runtime: requirements.txt pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PIP) install --disable-pip-version-check -q -r requirements.txt
+	$(PIP) install --disable-pip-version-check -q --no-deps -e .
 	touch $@
 
 $(VENV)/.dev: requirements-dev.txt $(VENV)/.runtime
@@ -35,8 +38,8 @@ test-all: $(VENV)/.dev
 	$(PY) -m pytest -m "" $(PYTEST_ARGS)
 
 bench: $(VENV)/.dev
-	$(PY) bench/latency.py
-	$(PY) bench/train_throughput.py
+	$(PY) -m bench.latency
+	$(PY) -m bench.train_throughput
 
 clean:
-	rm -rf $(VENV) .pytest_cache
+	rm -rf $(VENV) .pytest_cache lesion_lens.egg-info

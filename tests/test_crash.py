@@ -315,10 +315,14 @@ def test_sigkill_at_random_moments_then_resume_to_the_end(data, tmp_path):
         if proc.poll() is not None:
             break
         kill9(proc)
-        assert read_run(out).state == "failed"
+        state = read_run(out).state
         every_checkpoint_loads(out)
-    r = resume(out)
-    assert r.returncode == 0, r.stderr
+        if state == "finished":  # the kill landed after the run had written its end state
+            break
+        assert state == "failed"
+    if read_run(out).state != "finished":
+        r = resume(out)
+        assert r.returncode == 0, r.stderr
     assert read_run(out).state == "finished"
     every_checkpoint_loads(out)
 

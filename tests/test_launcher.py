@@ -1,4 +1,4 @@
-"""training/launcher.py: commands, guard rails, datasets under LESION_LENS_DATA, real processes.
+"""training/launcher.py: commands, guard rails, real processes (datasets: tests/test_datasets.py).
 
 The processes started here end fast on purpose (a dataset too small to split, a SIGKILL), so
 the file runs in seconds; tests/test_train_page.py trains for real through the page.
@@ -20,19 +20,6 @@ from training import launcher as L
 from training.launcher import LaunchError
 from training.rundir import read_run
 from training.synthetic import write_dataset
-
-
-@pytest.fixture
-def base(tmp_path, monkeypatch):
-    """LESION_LENS_DATA with: one/ (a dataset), nested/train + nested/test, notdata/, and runs/ elsewhere."""
-    data = tmp_path / "data"
-    write_dataset(data / "one", per_class=3, size=32)
-    write_dataset(data / "nested" / "train", per_class=3, size=32, seed=1)
-    write_dataset(data / "nested" / "test", per_class=2, size=32, seed=2)
-    (data / "notdata" / "benign").mkdir(parents=True)
-    monkeypatch.setenv("LESION_LENS_DATA", str(data))
-    monkeypatch.setenv("LESION_LENS_RUNS", str(tmp_path / "runs"))
-    return data
 
 
 def wait_for(cond, timeout: float = 60.0, every: float = 0.2):
@@ -106,60 +93,6 @@ def test_training_switch(monkeypatch, value, enabled):
     else:
         monkeypatch.setenv("LESION_LENS_TRAINING", value)
     assert L.training_enabled() is enabled
-
-
-# ------------------------------------------------------------------ datasets under LESION_LENS_DATA
-
-def test_list_and_resolve_datasets(base):
-    assert L.list_datasets() == ["nested/test", "nested/train", "one"]
-    assert L.resolve_dataset("one") == (base / "one").resolve()
-    assert L.resolve_dataset("nested/test") == (base / "nested" / "test").resolve()
-    assert L.count_images(base / "nested" / "test") == {"benign": 2, "malignant": 2}
-
-
-@pytest.mark.parametrize("rel, message", [("../x", "outside"), ("/etc", "inside"), ("", "inside"),
-                                          ("nested", "several datasets"), ("notdata", "not a dataset"),
-                                          ("missing", "no such folder"), ("one/benign", "not a dataset")])
-def test_resolve_dataset_refuses(base, rel, message):
-    with pytest.raises(LaunchError, match=message):
-        L.resolve_dataset(rel)
-
-
-def test_symlinks_out_of_the_data_folder_are_refused(base, tmp_path):
-    outside = write_dataset(tmp_path / "outside", per_class=2, size=32)
-    (base / "linked").symlink_to(outside, target_is_directory=True)
-    (base / "half").mkdir()
-    (base / "half" / "benign").symlink_to(outside / "benign", target_is_directory=True)
-    (base / "half" / "malignant").mkdir()
-    write_dataset(base / "files", per_class=2, size=32)
-    (base / "files" / "malignant" / "zz.png").symlink_to(outside / "malignant" / "000.png")
-    assert L.list_datasets() == ["nested/test", "nested/train", "one"]
-    for rel in ("linked", "half", "files"):
-        with pytest.raises(LaunchError):
-            L.resolve_dataset(rel)
-        assert not L.allowed_data(base / rel)
-    # a symlink inside the folder that stays inside it is fine
-    (base / "one" / "benign" / "alias.png").symlink_to(base / "one" / "benign" / "000.png")
-    assert L.resolve_dataset("one") == (base / "one").resolve()
-
-
-def test_without_lesion_lens_data_nothing_but_the_synthetic_set(monkeypatch, tmp_path):
-    monkeypatch.delenv("LESION_LENS_DATA", raising=False)
-    monkeypatch.setenv("LESION_LENS_RUNS", str(tmp_path / "runs"))
-    assert L.data_base() is None and L.list_datasets() == []
-    with pytest.raises(LaunchError, match="LESION_LENS_DATA"):
-        L.resolve_dataset("one")
-    demo = L.synthetic_demo()
-    assert demo == tmp_path / "runs" / L.SYNTHETIC_DIR_NAME
-    for split, n in L.SYNTHETIC_PER_CLASS.items():
-        assert "SYNTHETIC" in (demo / split / "SYNTHETIC.txt").read_text()
-        assert L.count_images(demo / split) == {"benign": n, "malignant": n}
-    stamp = (demo / "train" / "benign" / "000.png").stat().st_mtime_ns
-    assert L.synthetic_demo() == demo and (demo / "train" / "benign" / "000.png").stat().st_mtime_ns == stamp
-    assert L.allowed_data(demo / "train") and not L.allowed_data(tmp_path)
-    from training.rundir import list_runs
-
-    assert list_runs() == []
 
 
 # ------------------------------------------------------------------ processes
@@ -253,59 +186,19 @@ def test_stop_never_signals_a_process_that_is_not_the_run(base, tmp_path):
     assert (run / "STOP").exists()
 
 
-# ------------------------------------------------------------------ progress, charts, estimates
+def test_finalize_waits_for_a_just_stopped_process_to_exit(base, tmp_path):
+    """The loop writes 'stopped' a moment before its process exits; Finalize, offered at once, waits
+    for the exit instead of answering 'still shutting down' (the run here has no best checkpoint, so
+    what it answers after the wait is that)."""
+    import subprocess
 
-def test_progress_and_eta_from_status_and_rows():
-    rows = [{"split": "train", "epoch": 1, "step": s, "global_step": s, "time": 100.0 + 2 * s} for s in (1, 2, 3, 4)]
-    p = L.progress({"epoch": 1, "epochs": 3, "step": 4, "steps_per_epoch": 10, "images_per_s": 5.0}, rows)
-    assert p["fraction"] == pytest.approx(4 / 30)
-    assert p["eta_s"] == pytest.approx(26 * 2.0)
-    done = L.progress({"epoch": 3, "epochs": 3, "step": 10, "steps_per_epoch": 10}, rows)
-    assert done["fraction"] == 1.0 and done["eta_s"] == 0
-    # a resume starts a new stretch: its pace is what counts
-    resumed = rows + [{"split": "train", "epoch": 1, "step": s, "global_step": s, "time": 500.0 + 0.5 * s}
-                      for s in (1, 2, 3)]
-    p = L.progress({"epoch": 1, "epochs": 1, "step": 3, "steps_per_epoch": 10}, resumed)
-    assert p["eta_s"] == pytest.approx(7 * 0.5)
-    assert L.progress({}, [])["fraction"] == 0.0
-
-
-def test_chart_rows_keep_the_latest_of_a_redone_step():
-    rows = [{"split": "train", "epoch": 1, "step": 5, "loss": 1.0}, {"split": "val", "epoch": 1, "loss": 0.9},
-            {"split": "train", "epoch": 1, "step": 5, "loss": 0.5}, {"split": "train", "epoch": 2, "step": 10, "loss": 0.4},
-            {"note": "not a metric row"}]
-    pts = L.chart_rows(rows, steps_per_epoch=10)
-    assert [(p["split"], p["x"], p["loss"]) for p in pts] == [("train", 0.5, 0.5), ("val", 1.0, 0.9),
-                                                              ("train", 2.0, 0.4)]
-
-
-def test_cpu_estimate_times_real_steps_and_is_cached():
-    L._seconds_per_step.cache_clear()
-    t0 = time.perf_counter()
-    est = L.estimate_cpu_epoch_time("torch_cnn", 32, 8, 100)
-    first = time.perf_counter() - t0
-    assert est["steps_per_epoch"] == 11 and 0 < est["seconds_per_step"] < 60
-    assert est["seconds_per_epoch"] > est["seconds_per_step"] * 11
-    t0 = time.perf_counter()
-    again = L.estimate_cpu_epoch_time("torch_cnn", 32, 8, 1000)
-    assert time.perf_counter() - t0 < first / 2 + 0.05  # cached: no new timing
-    assert again["seconds_per_step"] == est["seconds_per_step"] and again["steps_per_epoch"] == 107
-    with pytest.raises(LaunchError):
-        L.estimate_cpu_epoch_time("keras_cnn", 128, 8, 100)
-    assert L.is_heavy("densenet161", 224) and L.is_heavy("efficientnet_lite0", 224)
-    assert not L.is_heavy("torch_cnn", 224) and not L.is_heavy("densenet161", 64)
-
-
-def test_format_duration():
-    assert [L.format_duration(s) for s in (4.4, 75, 3725, None, math.inf)] == ["4 s", "1 min 15 s", "1 h 02 min",
-                                                                             "–", "–"]
-
-
-def test_device_info_names_what_is_there():
-    import torch
-
-    info = L.device_info()
-    assert info["cpu_cores"] >= 1 and len(info["cuda"]) == torch.cuda.device_count()
-    assert L.available_devices()[:2] == ["auto", "cpu"]
-    assert ("GPU" if torch.cuda.is_available() else "CPU") in L.describe("auto")
-    assert L.describe("cpu").startswith("CPU (")
+    proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(1.5)"])
+    try:
+        run = fake_active_run(tmp_path / "runs", proc.pid)
+        (run / "status.json").write_text(json.dumps({"state": "stopped", "pid": proc.pid, "updated": time.time()}))
+        with pytest.raises(LaunchError, match="no best checkpoint"):
+            L.Launcher().finalize_run(run.name)
+        assert proc.poll() is not None
+    finally:
+        proc.kill()
+        proc.wait()

@@ -201,6 +201,58 @@ def test_cli_refuses_bad_numbers_before_starting(synth, tmp_path, args, message)
     assert "Traceback" not in proc.stderr
 
 
+def parse(*args):
+    from training.train import get_args_parser, resolve_args
+
+    return resolve_args(get_args_parser().parse_args([str(a) for a in args]))
+
+
+def test_data_takes_several_folders_or_a_list_file(tmp_path):
+    from training.train import UsageError
+
+    a = write_dataset(tmp_path / "a", per_class=2, size=36)
+    b = write_dataset(tmp_path / "lists" / "b", per_class=2, size=36)
+    assert parse("--model", "torch_cnn", "--data", a, b)["data"] == [str(a.resolve()), str(b.resolve())]
+    listing = tmp_path / "lists" / "sources.txt"
+    listing.write_text(f"# training sources\n{a}\n\nb\n")  # absolute, and relative to the list's folder
+    cfg = parse("--model", "torch_cnn", "--data", listing, a)
+    assert cfg["data"] == [str(a.resolve()), str(b.resolve())]  # each folder once
+    for bad, message in ((tmp_path / "missing", "no such folder"), (listing.parent / "nothing.txt", "no such folder"),
+                         (a / "benign" / "000.png", "not a folder")):
+        with pytest.raises(UsageError, match=message):
+            parse("--model", "torch_cnn", "--data", a, bad)
+    (tmp_path / "empty.txt").write_text("# nothing yet\n")
+    with pytest.raises(UsageError, match="names no folders"):
+        parse("--model", "torch_cnn", "--data", tmp_path / "empty.txt")
+
+
+def test_resume_keeps_what_is_not_given_again(tmp_path):
+    data = write_dataset(tmp_path / "d", per_class=2, size=36)
+    out = tmp_path / "run"
+    cfg = parse("--model", "torch_cnn", "--data", data, "--device", "cpu", "--log-every", "1", "--out", out)
+    assert (cfg["colour_constancy"], cfg["colour_constancy_p"]) == ("shades_of_gray", 6.0)
+    out.mkdir()
+    (out / "config.json").write_text(json.dumps(cfg))
+    resumed = parse("--resume", out)
+    assert (resumed["device"], resumed["log_every"], resumed["resuming"]) == ("cpu", 1, True)
+    assert parse("--resume", out, "--device", "auto")["device"] == "auto"
+    assert parse("--model", "torch_cnn", "--data", data)["log_every"] == 10
+
+
+def test_training_on_two_sources_counts_each_in_the_card(tmp_path):
+    a = write_dataset(tmp_path / "a", per_class=8, size=36, seed=1)
+    b = write_dataset(tmp_path / "b", per_class=8, size=36, seed=2)
+    out = tmp_path / "run"
+    proc = run_training("--model", "torch_cnn", "--data", a, b, "--epochs", 1, "--image-size", 32, "--batch-size", 8,
+                        "--colour-constancy", "none", "--out", out)
+    assert proc.returncode == 0, proc.stderr
+    card = json.loads((out / "card.json").read_text())
+    assert len(card["data"]["sources"]) == 2
+    assert sum(sum(s["counts"]["train"].values()) + sum(s["counts"]["val"].values())
+               for s in card["data"]["sources"]) == 32
+    assert "colour_constancy" not in card["preprocessing"]
+
+
 def test_cli_not_a_dataset_fails_with_the_expectation(tmp_path):
     (tmp_path / "photos").mkdir()
     proc = run_training("--model", "torch_cnn", "--data", tmp_path / "photos", "--out", tmp_path / "r", timeout=600)
@@ -276,6 +328,10 @@ def test_sigkill_leaves_loadable_checkpoints_and_the_reader_says_failed(synth, t
     ck = torch.load(out / "last.pt", weights_only=True)
     assert ck["epoch"] >= 1 and "optimizer" in ck
     load_classifier("torch_cnn", out / "best.pt")
+    cfg = json.loads((out / "config.json").read_text())
+    assert cfg["data"] == [str(synth.resolve())]
+    cfg["data"] = cfg["data"][0]  # a run started before --data took several folders: one string
+    (out / "config.json").write_text(json.dumps(cfg))
     proc = run_training("--resume", out, "--epochs", ck["epoch"] + 1)
     assert proc.returncode == 0, proc.stderr
     assert status(out)["state"] == "finished"

@@ -16,23 +16,28 @@ from typing import Any, Callable
 
 import numpy as np
 
-from models.classifier import dihedral
+from models.classifier import dihedral, softmax_np
 from models.registry import MODEL_NAMES
 
 from .metrics import summarize
 
 
 def predict_images(clf, images: np.ndarray, tta: bool = False, batch_size: int = 32,
-                   progress: Callable[[int, int], None] | None = None) -> np.ndarray:
-    """Calibrated P(malignant) for a uint8 NHWC array at the model's size."""
+                   progress: Callable[[int, int], None] | None = None,
+                   embeddings: list | None = None) -> np.ndarray:
+    """Calibrated P(malignant) for a uint8 NHWC array at the model's size. With `embeddings` (a list),
+    each chunk's embeddings (of the photo as it is) are appended to it, from the same forward pass."""
     probs = np.empty(len(images), dtype=np.float64)
     for i in range(0, len(images), batch_size):
         chunk = images[i:i + batch_size]
-        if tta:  # mean over the 8 dihedral views of each image
-            views = np.stack([v for img in chunk for v in dihedral(img)])
-            probs[i:i + len(chunk)] = clf.predict_batch(views).reshape(len(chunk), 8).mean(1)
+        batch = np.stack([v for img in chunk for v in dihedral(img)]) if tta else chunk  # TTA: 8 views each
+        if embeddings is None:
+            p = clf.predict_batch(batch)
         else:
-            probs[i:i + len(chunk)] = clf.predict_batch(chunk)
+            logits, emb = clf.logits_embed_batch(batch)
+            p = softmax_np(logits, clf.temperature)[:, 1]
+            embeddings.append(emb[::8] if tta else emb)  # dihedral view 0 is the photo itself
+        probs[i:i + len(chunk)] = p.reshape(len(chunk), 8).mean(1) if tta else p
         if progress:
             progress(min(i + batch_size, len(images)), len(images))
     return probs
@@ -43,12 +48,28 @@ def evaluate_folder(clf, data: str | os.PathLike, split: str | None = None, tta:
     from .data import load_dataset
 
     ds = load_dataset(data, clf.image_size, split, dedupe=False)
-    probs = predict_images(clf, ds.images, tta=tta, progress=progress)
+    return evaluate_images(clf, ds.images, ds.labels, ds.paths, tta, threshold, progress,
+                           skipped=ds.skipped, data=str(ds.root))
+
+
+def evaluate_images(clf, images: np.ndarray, labels: np.ndarray, paths: list[str], tta: bool = False,
+                    threshold: float | None = None, progress=None, skipped=(), data: str = "") -> dict[str, Any]:
+    """The evaluation of `clf` on decoded images (uint8 NHWC at its size) with their labels: what
+    evaluate_folder returns for a folder, for images from anywhere (the Evaluate page's zip upload)."""
+    from models.familiarity import Familiarity
+
+    fam = Familiarity.from_card(clf.card)
+    embs: list | None = [] if fam is not None else None
+    probs = predict_images(clf, images, tta=tta, progress=progress, embeddings=embs)
+    familiar = [r.familiar for r in fam.score_batch(np.concatenate(embs))] if embs else None
     thr = clf.threshold if threshold is None else float(threshold)
-    result = {"model": clf.name, **summarize(ds.labels, probs, thr), "tta": bool(tta),
-              "data": str(ds.root), "skipped": [{"path": p, "reason": r} for p, r in ds.skipped]}
+    result = {"model": clf.name, **summarize(labels, probs, thr), "tta": bool(tta),
+              "data": data, "skipped": [{"path": p, "reason": r} for p, r in skipped]}
     result["per_image"] = [{"path": p, "label": int(y), "prob_malignant": float(q), "pred": int(q >= thr)}
-                           for p, y, q in zip(ds.paths, ds.labels, probs)]
+                           for p, y, q in zip(paths, labels, probs)]
+    if familiar is not None:  # the model's familiarity score: which photos are unlike its training photos
+        for row, f in zip(result["per_image"], familiar):
+            row["familiar"] = bool(f)
     return result
 
 

@@ -6,45 +6,37 @@ with its stdout/stderr in `runs/<id>/stdout.txt`. Everything a page shows is rea
 the run directory (training.rundir), so every browser session sees the same runs.
 
 Guard rails live here, not in the page: `LESION_LENS_TRAINING=off` (read-only), datasets
-only from folders under `LESION_LENS_DATA` (or the generated synthetic demo set), numeric
-bounds from training.train.LIMITS, and one active run per machine unless asked otherwise
-(checked under a file lock, so two browser sessions cannot both start "the only" run).
+only from folders under `LESION_LENS_DATA` (or the generated synthetic demo set; see
+training.datasets), numeric bounds from training.train.LIMITS, and one active run per machine
+unless asked otherwise (checked under a file lock, so two browser sessions cannot both start
+"the only" run).
 """
 
 from __future__ import annotations
 
 import fcntl
-import functools
 import math
 import os
-import shutil
 import signal
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator
 
-from models.registry import CLASSES, MODEL_NAMES, spec
+from models.device import DEVICES
+from models.registry import MODEL_NAMES, spec
 
+from .datasets import DATA_ENV, allowed_data, count_images
 from .rundir import (ACTIVE_STATES, active_runs, create_run_dir, pid_alive, read_json, read_run, runs_dir,
                      safe_run_path, tail_log, write_json)
 from .train import LIMITS
 
 ROOT = Path(__file__).resolve().parent.parent
-DATA_ENV = "LESION_LENS_DATA"
 TRAINING_ENV = "LESION_LENS_TRAINING"
-SYNTHETIC_DIR_NAME = "_synthetic_demo"  # under runs/; not a run id (ids start with a letter or digit)
-SYNTHETIC_PER_CLASS = {"train": 60, "test": 30}
-SYNTHETIC_SIZE = 64
-HEAVY_MODELS = ("densenet161", "efficientnet_lite0")
-HEAVY_MIN_SIZE = 160
-DEVICES = ("auto", "cpu", "cuda", "mps")
 WEIGHT_CHOICES = ("imagenet", "none")
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff")
 METRIC_ROWS_PER_EPOCH = 20  # --log-every is chosen so the live chart gets about this many points
 
 
@@ -57,132 +49,6 @@ class LaunchError(ValueError):
 def training_enabled() -> bool:
     """False when LESION_LENS_TRAINING is off/0/false/no: the Training page is read-only."""
     return os.environ.get(TRAINING_ENV, "on").strip().lower() not in ("off", "0", "false", "no")
-
-
-def data_base() -> Path | None:
-    """The folder the UI may read datasets from (LESION_LENS_DATA), resolved; None if unset or missing."""
-    value = os.environ.get(DATA_ENV, "").strip()
-    if not value:
-        return None
-    base = Path(value).expanduser().resolve()
-    return base if base.is_dir() else None
-
-
-# ------------------------------------------------------------------ datasets
-
-def _has_classes(path: Path) -> bool:
-    return all((path / c).is_dir() for c in CLASSES)
-
-
-def _escapes(path: Path, base: Path) -> bool:
-    try:
-        return not path.resolve().is_relative_to(base)
-    except OSError:
-        return True
-
-
-def _contained(root: Path, base: Path) -> bool:
-    """root, its class folders and every entry in them resolve inside `base` (no symlink out)."""
-    if _escapes(root, base):
-        return False
-    for c in CLASSES:
-        folder = root / c
-        if _escapes(folder, base):
-            return False
-        try:
-            for entry in os.scandir(folder):
-                if entry.is_symlink() and _escapes(Path(entry.path), base):
-                    return False
-        except OSError:
-            return False
-    return True
-
-
-def list_datasets(base: str | os.PathLike | None = None, depth: int = 3) -> list[str]:
-    """Dataset folders (with benign/ and malignant/) under `base`, as paths relative to it
-    ("." for base itself). Symlinked folders are not followed; a dataset whose class folders
-    or files point outside `base` is left out."""
-    base = Path(base).resolve() if base is not None else data_base()
-    if base is None or not base.is_dir():
-        return []
-    found: list[str] = []
-    for dirpath, dirnames, _ in os.walk(base, followlinks=False):
-        p = Path(dirpath)
-        rel = p.relative_to(base)
-        if _has_classes(p):
-            if _contained(p, base):
-                found.append(rel.as_posix())
-            dirnames[:] = []
-            continue
-        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
-        if len(rel.parts) >= depth:
-            dirnames[:] = []
-    return sorted(found)
-
-
-def resolve_dataset(rel: str, base: str | os.PathLike | None = None) -> Path:
-    """A dataset chosen in the UI (a path relative to LESION_LENS_DATA) -> its absolute folder.
-    Refuses absolute paths, `..`, symlinks out of the folder and folders that are not datasets."""
-    from .data import DatasetError, find_dataset_root
-
-    base_path = Path(base).resolve() if base is not None else data_base()
-    if base_path is None:
-        raise LaunchError(f"no dataset folder is configured: set {DATA_ENV} to a folder of datasets")
-    if not isinstance(rel, str) or not rel or Path(rel).is_absolute():
-        raise LaunchError(f"{rel!r}: choose a dataset folder inside {DATA_ENV}")
-    path = (base_path / rel).resolve()
-    if not path.is_relative_to(base_path):
-        raise LaunchError(f"{rel}: outside the dataset folder ({DATA_ENV}); refused")
-    try:
-        root = find_dataset_root(path)
-    except DatasetError as exc:
-        raise LaunchError(str(exc)) from None
-    if root.resolve() != path or not _contained(path, base_path):
-        raise LaunchError(f"{rel}: not a dataset folder inside {DATA_ENV} (or it links outside it); refused")
-    return path
-
-
-def synthetic_demo(root: str | os.PathLike | None = None) -> Path:
-    """The generated demo set (train/ and test/, each labelled SYNTHETIC), made once under runs/.
-    Written to a temporary folder and renamed, so two sessions never see half of it."""
-    from .synthetic import write_dataset
-
-    parent = Path(root) if root else runs_dir()
-    demo = parent / SYNTHETIC_DIR_NAME
-    if all((demo / split / "SYNTHETIC.txt").is_file() for split in SYNTHETIC_PER_CLASS):
-        return demo
-    parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=".synthetic-", dir=parent))
-    try:
-        for i, (split, n) in enumerate(SYNTHETIC_PER_CLASS.items()):
-            write_dataset(tmp / split, per_class=n, size=SYNTHETIC_SIZE, seed=11 + i)
-        try:
-            os.rename(tmp, demo)
-        except OSError:  # another session made it first (or a broken one is there)
-            if not all((demo / s / "SYNTHETIC.txt").is_file() for s in SYNTHETIC_PER_CLASS):
-                shutil.rmtree(demo, ignore_errors=True)
-                os.rename(tmp, demo)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    return demo
-
-
-def allowed_data(path: str | os.PathLike, root: str | os.PathLike | None = None) -> bool:
-    """May the app train or evaluate on this folder? Only inside LESION_LENS_DATA or the demo set."""
-    p = Path(path).resolve()
-    bases = [b for b in (data_base(), (Path(root) if root else runs_dir()).resolve() / SYNTHETIC_DIR_NAME) if b]
-    return any(p.is_relative_to(b) and _contained(p, b) for b in bases if _has_classes(p))
-
-
-def count_images(root: str | os.PathLike) -> dict[str, int]:
-    out = {}
-    for c in CLASSES:
-        try:
-            out[c] = sum(1 for e in os.scandir(Path(root) / c)
-                         if e.name.lower().endswith(IMAGE_EXTENSIONS) and not e.name.startswith("."))
-        except OSError:
-            out[c] = 0
-    return out
 
 
 # ------------------------------------------------------------------ commands
@@ -366,6 +232,28 @@ class Launcher:
             self._claim(run_dir, proc.pid)
         return run_dir.name
 
+    def finalize_run(self, run_id: str, root: str | os.PathLike | None = None) -> int:
+        """Write the model card of a stopped or failed run from its best checkpoint in a child process
+        (`python -m training.finalize`, the code a finished run's card comes from); returns its pid.
+        finalize.json in the run names the process while it works (`finalizing`)."""
+        run_dir = run_path(run_id, root)
+        info = read_run(run_dir)
+        if info.state not in ("stopped", "failed"):
+            raise LaunchError(f"run {run_id} is {info.state}; only a stopped or failed run can be finalized")
+        # The loop reports 'stopped' just before its process exits: give it the time resume_run gives it,
+        # or the Finalize button the page shows at once answers "try again".
+        if info.alive and not self._wait_exit(run_dir, info.status.get("pid"), 15.0):
+            raise LaunchError(f"run {run_id} is {info.state} but its process is still shutting down; try again")
+        if not (run_dir / "best.json").exists():
+            raise LaunchError(f"run {run_id} has no best checkpoint yet (it stopped before its first validation); "
+                              "resume it instead")
+        with launch_lock(root):
+            if finalizing(run_dir):
+                raise LaunchError(f"run {run_id} is being finalized already")
+            proc = self._spawn([sys.executable, "-m", "training.finalize", str(run_dir)], run_dir)
+            write_json(run_dir / "finalize.json", {"pid": proc.pid, "started": round(time.time(), 3)})
+        return proc.pid
+
     def _wait_exit(self, run_dir: Path, pid: Any, timeout: float) -> bool:
         """Give a process that has just reported 'stopped' time to exit; True once it has."""
         with self.lock:
@@ -450,178 +338,18 @@ class Launcher:
         return rc
 
 
-# Module-level helpers over one default Launcher (scripts and tests; the page keeps its own).
-LAUNCHER = Launcher()
+def finalizing(run_dir: str | os.PathLike) -> bool:
+    """Is a `python -m training.finalize` of this run still working?"""
+    pid = (read_json(Path(run_dir) / "finalize.json", {}) or {}).get("pid")
+    try:
+        with open(f"/proc/{int(pid)}/cmdline", "rb") as f:
+            args = f.read().decode(errors="replace").split("\0")
+    except (OSError, ValueError, TypeError):
+        return False
+    return "training.finalize" in args
 
 
-def start_run(*args, **kwargs) -> str:
-    return LAUNCHER.start_run(*args, **kwargs)
-
-
-def stop_run(run_id: str, root: str | os.PathLike | None = None) -> bool:
-    return LAUNCHER.stop_run(run_id, root)
-
-
-def resume_run(run_id: str, **kwargs) -> str:
-    return LAUNCHER.resume_run(run_id, **kwargs)
-
-
-def reap() -> list[tuple[str, int]]:
-    return LAUNCHER.reap()
-
-
-# ------------------------------------------------------------------ devices and time estimates
-
-@functools.lru_cache(maxsize=1)
-def device_info() -> dict[str, Any]:
-    """What this machine can train on: CUDA GPUs (name, memory), MPS, CPU cores."""
-    import torch
-
-    gpus = []
-    if torch.cuda.is_available():
-        for i in range(torch.cuda.device_count()):
-            p = torch.cuda.get_device_properties(i)
-            gpus.append({"index": i, "name": p.name, "memory_gib": round(p.total_memory / 2**30, 1)})
-    mps = bool(getattr(torch.backends, "mps", None) and torch.backends.mps.is_available())
-    return {"cuda": gpus, "mps": mps, "cpu_cores": os.cpu_count() or 1, "torch_threads": torch.get_num_threads()}
-
-
-def available_devices() -> list[str]:
-    info = device_info()
-    return ["auto", "cpu"] + (["cuda"] if info["cuda"] else []) + (["mps"] if info["mps"] else [])
-
-
-def resolved_device(device: str) -> str:
-    """What 'auto' picks here (as the training loop does): cuda, mps or cpu."""
-    if device != "auto":
-        return device
-    info = device_info()
-    return "cuda" if info["cuda"] else ("mps" if info["mps"] else "cpu")
-
-
-def describe(device: str) -> str:
-    info = device_info()
-    d = resolved_device(device)
-    if d == "cuda" and info["cuda"]:
-        g = info["cuda"][0]
-        return f"GPU {g['name']} ({g['memory_gib']:g} GiB)"
-    if d == "mps":
-        return "Apple GPU (MPS)"
-    return f"CPU ({info['cpu_cores']} cores)"
-
-
-def is_heavy(model: str, image_size: int) -> bool:
-    return model in HEAVY_MODELS and image_size >= HEAVY_MIN_SIZE
-
-
-@functools.lru_cache(maxsize=32)
-def _seconds_per_step(model: str, image_size: int, batch: int) -> float:
-    """Median time of 2 timed forward+backward+AdamW steps (after one warm-up) on the CPU, with the
-    precision and memory format the training loop picks there (`--amp auto`)."""
-    import torch
-
-    from models.architectures import build_torch
-
-    from .torch_loop import amp_settings, uses_channels_last
-
-    cpu = torch.device("cpu")
-    amp = amp_settings(cpu, "auto", model)
-    fmt = torch.channels_last if uses_channels_last(cpu) else torch.contiguous_format
-    net, _ = build_torch(model, None)
-    net = net.to(memory_format=fmt).train()
-    opt = torch.optim.AdamW(net.parameters(), lr=1e-4)
-    x = torch.randn(batch, 3, image_size, image_size).contiguous(memory_format=fmt)
-    y = torch.arange(batch) % 2
-    times = []
-    for i in range(3):
-        t0 = time.perf_counter()
-        with torch.autocast("cpu", dtype=amp[1], enabled=amp[0]):
-            loss = torch.nn.functional.cross_entropy(net(x).float(), y)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        if i:
-            times.append(time.perf_counter() - t0)
-    return float(sorted(times)[len(times) // 2])
-
-
-def estimate_cpu_epoch_time(model: str, image_size: int, batch_size: int, n_images: int,
-                            val_fraction: float = 0.15, probe_batch: int = 4) -> dict[str, float]:
-    """Rough CPU time per epoch from timing a few real training steps of `model` here.
-    Steps are timed at a batch of at most `probe_batch` and scaled linearly (cached per shape);
-    validation is counted as a third of a training pass over its images."""
-    if spec(model).framework != "torch":
-        raise LaunchError(f"{spec(model).display}: the CPU estimate covers the PyTorch models")
-    b = max(1, min(int(batch_size), probe_batch))
-    per_image = _seconds_per_step(model, int(image_size), b) / b
-    n_train = n_images * (1 - val_fraction)
-    steps = max(1, math.ceil(n_train / batch_size))
-    epoch = per_image * (steps * batch_size + n_images * val_fraction / 3)
-    return {"seconds_per_step": per_image * batch_size, "steps_per_epoch": steps, "seconds_per_epoch": epoch}
-
-
-def format_duration(seconds: float | None) -> str:
-    if seconds is None or not math.isfinite(seconds):
-        return "–"
-    seconds = max(0, int(round(seconds)))
-    h, rem = divmod(seconds, 3600)
-    m, s = divmod(rem, 60)
-    if h:
-        return f"{h} h {m:02d} min"
-    if m:
-        return f"{m} min {s:02d} s"
-    return f"{s} s"
-
-
-# ------------------------------------------------------------------ reading a run for display
-
-def chart_rows(rows: list[dict[str, Any]], steps_per_epoch: int | None = None) -> list[dict[str, Any]]:
-    """metrics.jsonl rows -> points for the charts: x in (fractional) epochs; a resumed run's
-    redone steps replace the earlier ones, so each point appears once."""
-    latest: dict[tuple, dict] = {}
-    for r in rows:
-        split = r.get("split")
-        if split not in ("train", "val") or "epoch" not in r:
-            continue
-        step = int(r.get("step") or 0)
-        latest[(split, int(r["epoch"]), step if split == "train" else 0)] = r
-    points = []
-    for (split, epoch, step), r in latest.items():
-        spe = steps_per_epoch or r.get("steps_per_epoch")
-        x = float(epoch) if split == "val" or not spe else (epoch - 1) + min(step, spe) / spe
-        points.append({"split": split, "x": x, "epoch": epoch, "step": step, "loss": r.get("loss"),
-                       "accuracy": r.get("accuracy"), "auc": r.get("auc"), "time": r.get("time")})
-    return sorted(points, key=lambda p: (p["x"], p["split"] == "val"))
-
-
-def progress(status: dict[str, Any], rows: list[dict[str, Any]]) -> dict[str, Any]:
-    """Fraction done, images/s and an ETA from status.json and the metric rows' timestamps."""
-    epochs = int(status.get("epochs") or 0)
-    spe = int(status.get("steps_per_epoch") or 0)
-    epoch = int(status.get("epoch") or 0)
-    step = int(status.get("step") or 0)
-    done_steps = 0
-    if epochs and spe:
-        # status 'epoch' is the epoch in progress (1-based) while training, the last finished one after it
-        done_steps = (epoch - 1) * spe + step if 0 < step < spe else epoch * spe
-        done_steps = max(0, min(done_steps, epochs * spe))
-    fraction = done_steps / (epochs * spe) if epochs and spe else 0.0
-    # Seconds per step from the latest stretch of train rows (a resume starts a new stretch).
-    train = [r for r in rows if r.get("split") == "train" and "global_step" in r and "time" in r]
-    stretch: list[dict] = []
-    for r in train:
-        if stretch and r["global_step"] <= stretch[-1]["global_step"]:
-            stretch = []
-        stretch.append(r)
-    eta = None
-    if len(stretch) >= 2 and epochs and spe:
-        dt = stretch[-1]["time"] - stretch[0]["time"]
-        dg = stretch[-1]["global_step"] - stretch[0]["global_step"]
-        if dg > 0 and dt > 0:
-            eta = (epochs * spe - done_steps) * dt / dg
-    return {"fraction": fraction, "epoch": epoch, "epochs": epochs, "step": step, "steps_per_epoch": spe,
-            "images_per_s": status.get("images_per_s"), "eta_s": eta}
-
+# ------------------------------------------------------------------ a finished run
 
 def run_checkpoint(run_dir: str | os.PathLike) -> Path | None:
     """The run's best checkpoint when it has a final model card beside it (card.json), else None."""

@@ -26,6 +26,12 @@ class Progress:
         self.bar.set_postfix_str(f"loss {loss:.4f}, acc {acc:.3f}, {ips:.1f} img/s", refresh=False)
         self.bar.update(step - self.bar.n)
 
+    def __enter__(self) -> "Progress":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
     def close(self) -> None:
         if self.bar is not None:
             self.bar.close()

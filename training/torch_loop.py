@@ -1,57 +1,27 @@
-"""The PyTorch training loop for torch_cnn, densenet161 and efficientnet_lite0.
+"""The PyTorch backend of the training driver, for torch_cnn, densenet161 and efficientnet_lite0.
 
-Small pure pieces (`make_optimizer`, `lr_lambda`, `train_one_epoch`, `evaluate`) and one
-driver, `run_torch`, that owns checkpoints, early stopping and the run directory.
+`TorchBackend` does the framework's part of a run (see `training.driver.Backend`): the model,
+AdamW with separate body/head learning rates, autocast (`--amp`), channels_last, DDP under
+torchrun, and the checkpoints (`last.pt`: model, optimizer, scaler and the driver's state;
+`best.pt` + `best.json`). Device and precision choice are small pure functions here.
 """
 
 from __future__ import annotations
 
 import io
-import math
-import os
-import time
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from models.architectures import LesionNet, build_torch
 from models.loader import save_torch_weights
-from models.preprocess import normalize
-from models.registry import atomic_write_bytes, spec
+from models.registry import atomic_write_bytes
 
-from .cards import build_card, calibrate
-from .data import Split, augment, class_weights
-from .metrics import roc_auc
-from .progress import Progress
-from .rundir import RunWriter, StopFlag
-
-
-class TrainingFailed(RuntimeError):
-    """The run cannot go on (non-finite loss, bad configuration); the message says why."""
-
-
-class Stopped(Exception):
-    pass
-
-
-@dataclass
-class Dist:
-    rank: int = 0
-    world: int = 1
-    local_rank: int = 0
-
-    @property
-    def enabled(self) -> bool:
-        return self.world > 1
-
-    @property
-    def main(self) -> bool:
-        return self.rank == 0
+from .cards import run_card
+from .data import Split, _to_tensor as to_batch, class_weights, eval_batch, train_batch  # noqa: F401  to_batch: bench
+from .driver import EVAL_BATCH, Dist, TrainingFailed
 
 
 def pick_device(name: str) -> torch.device:
@@ -128,19 +98,10 @@ def param_groups(model: LesionNet, lr: float, weight_decay: float, body_lr_mult:
     return [g for g in groups if g["params"]]
 
 
-def lr_lambda(step: int, total: int, warmup: int, min_ratio: float = 0.01) -> float:
-    """Linear warm-up, then cosine decay to `min_ratio`."""
-    if step < warmup:
-        return (step + 1) / warmup
-    progress = min(1.0, (step - warmup) / max(1, total - warmup))
-    return min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
-
-
-def set_lrs(optimizer, lr: float, factor: float, body_frozen: bool) -> float:
+def set_lrs(optimizer, lr: float, body_frozen: bool) -> None:
+    """Each group at `lr` times its part's multiplier (a frozen body: 0)."""
     for g in optimizer.param_groups:
-        mult = 0.0 if (body_frozen and g["part"] == "body") else g["base_mult"]
-        g["lr"] = lr * factor * mult
-    return lr * factor
+        g["lr"] = lr * (0.0 if (body_frozen and g["part"] == "body") else g["base_mult"])
 
 
 def set_body_frozen(model: LesionNet, frozen: bool, dist: Dist) -> None:
@@ -150,149 +111,6 @@ def set_body_frozen(model: LesionNet, frozen: bool, dist: Dist) -> None:
     if not dist.enabled:
         for p in model.body.parameters():
             p.requires_grad_(not frozen)
-
-
-def to_batch(images: np.ndarray, device: torch.device, channels_last: bool) -> torch.Tensor:
-    x = torch.from_numpy(images).to(device, non_blocking=True).permute(0, 3, 1, 2).float()
-    return x.contiguous(memory_format=torch.channels_last) if channels_last else x.contiguous()
-
-
-@torch.inference_mode()
-def evaluate(model: nn.Module, images: np.ndarray, labels: np.ndarray, mean, std, device: torch.device,
-             batch_size: int = 64, amp: tuple[bool, Any] = (False, None), channels_last: bool = False) -> dict:
-    """Logits, loss, accuracy (argmax) and AUC on a uint8 NHWC set."""
-    model.eval()
-    out = []
-    for i in range(0, len(images), batch_size):
-        x = normalize(to_batch(images[i:i + batch_size], device, channels_last), mean, std)
-        with torch.autocast(device.type, dtype=amp[1], enabled=amp[0]):
-            out.append(model(x).float().cpu())
-    logits = torch.cat(out) if out else torch.zeros(0, 2)
-    y = torch.from_numpy(labels)
-    loss = F.cross_entropy(logits, y).item() if len(y) else float("nan")
-    p = torch.softmax(logits, 1)[:, 1].numpy()
-    return {"logits": logits.numpy(), "loss": loss, "accuracy": float((logits.argmax(1) == y).float().mean()),
-            "auc": roc_auc(labels, p)}
-
-
-def train_one_epoch(ctx: "Context", epoch: int, start_step: int = 0) -> dict:
-    """One pass over this rank's shard of the training set, with the run's stop checks."""
-    a, model, opt = ctx.args, ctx.model, ctx.optimizer
-    frozen = epoch < a["freeze_epochs"] and ctx.init == "imagenet"
-    model.train()
-    set_body_frozen(model, frozen, ctx.dist)
-    n = len(ctx.split.train.images)
-    bs = a["batch_size"]
-    steps = ctx.steps_per_epoch
-    # Every rank gets exactly steps * bs indices (the permutation wraps around), so all ranks
-    # run the same number of steps and their collective calls stay in lockstep.
-    rng = np.random.default_rng(a["seed"] * 1000 + epoch)
-    per_rank = min(steps * bs, math.ceil(n / ctx.dist.world)) if not ctx.dist.enabled else steps * bs
-    order = np.resize(rng.permutation(n), per_rank * ctx.dist.world)[ctx.dist.rank::ctx.dist.world]
-    gen = torch.Generator().manual_seed(a["seed"] * 7919 + epoch * 31 + ctx.dist.rank)
-    tot_loss = tot_correct = tot_seen = 0.0
-    window_seen, window_start = 0, time.perf_counter()
-    progress = Progress(epoch, a["epochs"], steps, bs * ctx.dist.world, enabled=ctx.dist.main)
-    for step in range(steps):
-        idx = order[step * bs:(step + 1) * bs]
-        if len(idx) == 0:
-            break
-        x = to_batch(ctx.split.train.images[idx], ctx.device, ctx.channels_last)
-        y = torch.from_numpy(ctx.split.train.labels[idx]).to(ctx.device)
-        x = normalize(augment(x, gen), ctx.mean, ctx.std)
-        if ctx.channels_last:
-            x = x.contiguous(memory_format=torch.channels_last)
-        global_step = epoch * steps + step
-        lr = set_lrs(opt, a["lr"], lr_lambda(global_step, ctx.total_steps, ctx.warmup_steps), frozen)
-        with torch.autocast(ctx.device.type, dtype=ctx.amp[1], enabled=ctx.amp[0]):
-            logits = ctx.ddp_model(x)
-            loss = ctx.criterion(logits.float(), y)
-        if not torch.isfinite(loss):
-            raise TrainingFailed(f"loss became {loss.item()} at epoch {epoch + 1}, step {step + 1} "
-                                 f"(learning rate {lr:g}); lower --lr")
-        opt.zero_grad(set_to_none=True)
-        ctx.scaler.scale(loss).backward()
-        ctx.scaler.unscale_(opt)
-        nn.utils.clip_grad_norm_(model.parameters(), a["clip_grad"])
-        ctx.scaler.step(opt)
-        ctx.scaler.update()
-        with torch.no_grad():
-            tot_loss += loss.item() * len(idx)
-            tot_correct += (logits.argmax(1) == y).sum().item()
-            tot_seen += len(idx)
-        window_seen += len(idx) * ctx.dist.world
-        progress.update(step + 1, loss=tot_loss / tot_seen, acc=tot_correct / tot_seen)
-        if (step + 1) % a["log_every"] == 0 or step + 1 == steps:
-            now = time.perf_counter()
-            ips = window_seen / max(now - window_start, 1e-9)
-            window_seen, window_start = 0, now
-            ctx.writer.metric(epoch=epoch + 1, step=step + 1, global_step=global_step + 1, split="train",
-                              loss=tot_loss / tot_seen, accuracy=tot_correct / tot_seen, lr=lr,
-                              images_per_s=round(ips, 2))
-            ctx.writer.update(state="running", epoch=epoch + 1, step=step + 1, steps_per_epoch=steps,
-                              images_per_s=round(ips, 2), message=f"epoch {epoch + 1}/{a['epochs']}")
-        if ctx.should_stop():
-            progress.close()
-            raise Stopped()
-    progress.close()
-    return {"loss": tot_loss / max(tot_seen, 1), "accuracy": tot_correct / max(tot_seen, 1)}
-
-
-@dataclass
-class Context:
-    args: dict
-    model: LesionNet
-    ddp_model: nn.Module
-    optimizer: torch.optim.Optimizer
-    scaler: Any
-    criterion: nn.Module
-    split: Split
-    writer: RunWriter
-    stop: StopFlag
-    device: torch.device
-    dist: Dist
-    init: str
-    mean: list
-    std: list
-    amp: tuple
-    channels_last: bool
-    steps_per_epoch: int
-    total_steps: int
-    warmup_steps: int
-
-    def should_stop(self) -> bool:
-        flag = self.stop.signalled or self.writer.stop_requested() or (
-            self.dist.enabled and Path(self.args["out"], "STOP").exists())
-        if self.dist.enabled:  # every rank must stop at the same step
-            t = torch.tensor([1.0 if flag else 0.0], device=self.device if self.device.type == "cuda" else "cpu")
-            torch.distributed.all_reduce(t)
-            flag = bool(t.item() > 0)
-        return flag
-
-
-def fit_schedule_to_time(ctx: Context, epochs_done: int, spent: float, last_epoch: float) -> None:
-    """With --time-limit, shrink the planned epochs to what fits, so the cosine decay still
-    ends at the last epoch. The first epoch is skipped as an estimate: it carries warm-up
-    costs (cuDNN autotuning, allocator growth) that later epochs do not."""
-    args = ctx.args
-    if epochs_done < 2 and spent < 60 * args["time_limit"]:
-        return
-    fit = epochs_done + int(max(0.0, 60 * args["time_limit"] - spent) // max(last_epoch, 1e-6))
-    if fit < args["epochs"]:
-        ctx.writer.log(f"time limit {args['time_limit']} min: {fit} epochs fit, not {args['epochs']}")
-        args["epochs"] = max(fit, epochs_done)
-        ctx.total_steps = ctx.steps_per_epoch * args["epochs"]
-        ctx.writer.update(epochs=args["epochs"])
-
-
-def _save_last(ctx: Context, epoch_done: int, best: dict, bad_epochs: int) -> None:
-    if not ctx.dist.main:
-        return
-    buf = io.BytesIO()
-    torch.save({"model": ctx.model.state_dict(), "optimizer": ctx.optimizer.state_dict(),
-                "scaler": ctx.scaler.state_dict(), "epoch": epoch_done, "best": best,
-                "bad_epochs": bad_epochs, "init": ctx.init, "args": ctx.args, "format": 1}, buf)
-    atomic_write_bytes(Path(ctx.args["out"]) / "last.pt", buf.getvalue())
 
 
 def start_model(name: str, weights: str | None) -> tuple[LesionNet, str]:
@@ -315,124 +133,137 @@ def start_model(name: str, weights: str | None) -> tuple[LesionNet, str]:
     return build_torch(name, weights)
 
 
-def run_torch(args: dict, writer: RunWriter, split: Split, stop: StopFlag, dist: Dist) -> dict:
-    name = args["model"]
-    device = pick_device(args["device"]) if not dist.enabled or args["device"] != "auto" else (
-        torch.device("cuda", dist.local_rank) if torch.cuda.is_available() else torch.device("cpu"))
-    if device.type == "cuda":
-        torch.cuda.set_device(device)
-        torch.backends.cudnn.benchmark = True
-        torch.backends.cuda.matmul.allow_tf32 = True
-        torch.backends.cudnn.allow_tf32 = True
-    torch.manual_seed(args["seed"])
-    out = Path(args["out"])
-    last = out / "last.pt"
-    resume = last.exists() and args.get("resuming")
-    ckpt = torch.load(last, map_location="cpu", weights_only=True) if resume else None
-    weights = None if resume else (None if args["weights"] == "none" else args["weights"])
-    model, init = start_model(name, weights)
-    if ckpt:
-        model.load_state_dict(ckpt["model"])
-        init = ckpt.get("init", init)
-    if weights == "imagenet" and init != "imagenet":
-        writer.log(f"{name}: ImageNet weights not available here; training from random initialisation")
-        print(f"note: {name} ImageNet weights are not reachable; training from random initialisation", flush=True)
-    s = spec(name)
-    mean, std = list(s.mean), list(s.std)
-    amp = amp_settings(device, args.get("amp", "auto"), name)
-    channels_last = uses_channels_last(device)
-    model = model.to(device)
-    if channels_last:
-        model = model.to(memory_format=torch.channels_last)
-    ddp_model: nn.Module = model
-    if dist.enabled:
-        ddp_model = nn.parallel.DistributedDataParallel(
-            model, device_ids=[device.index] if device.type == "cuda" else None)
-    body_mult = args["body_lr_mult"] if init == "imagenet" else 1.0
-    optimizer = torch.optim.AdamW(param_groups(model, args["lr"], args["weight_decay"], body_mult), lr=args["lr"])
-    scaler = torch.amp.GradScaler(device.type, enabled=amp[0] and amp[1] == torch.float16)
-    weights_t = torch.from_numpy(class_weights(split.train.labels)).to(device)
-    criterion = nn.CrossEntropyLoss(weight=weights_t, label_smoothing=args["label_smoothing"])
-    shard = math.ceil(len(split.train.images) / dist.world)
-    steps = max(1, math.ceil(shard / args["batch_size"]))
-    ctx = Context(args, model, ddp_model, optimizer, scaler, criterion, split, writer, stop, device, dist, init,
-                  mean, std, amp, channels_last, steps, steps * args["epochs"],
-                  max(1, int(args["warmup_epochs"] * steps)))
-    start_epoch, best, bad_epochs = 0, {"auc": -1.0, "epoch": 0}, 0
-    if ckpt:
-        optimizer.load_state_dict(ckpt["optimizer"])
-        scaler.load_state_dict(ckpt["scaler"])
-        start_epoch, best, bad_epochs = ckpt["epoch"], ckpt["best"], ckpt["bad_epochs"]
-        writer.log(f"resuming after epoch {start_epoch}")
-    dev_text = describe_device(device)
-    writer.update(state="running", device=dev_text, epochs=args["epochs"], steps_per_epoch=steps,
-                  epoch=start_epoch, step=0, message="training", init=init)
-    writer.log(f"device: {dev_text}; init: {init}; amp: {amp[1] if amp[0] else 'off'}; "
-               f"train {split.train.counts}, val {split.val.counts}")
-    if dist.main:
-        print(f"device: {dev_text} (init {init})", flush=True)
-    epoch_times: list[float] = []
-    epoch = start_epoch
-    run_start = time.perf_counter()
-    try:
-        while epoch < args["epochs"]:
-            t0 = time.perf_counter()
-            tr = train_one_epoch(ctx, epoch)
-            epoch_times.append(time.perf_counter() - t0)
-            val = evaluate(model, split.val.images, split.val.labels, mean, std, device, amp=amp,
-                           channels_last=channels_last)
-            writer.metric(epoch=epoch + 1, step=steps, split="val", loss=val["loss"], accuracy=val["accuracy"],
-                          auc=val["auc"], lr=optimizer.param_groups[-1]["lr"], seconds=round(epoch_times[-1], 2),
-                          train_loss=tr["loss"], train_accuracy=tr["accuracy"])
-            # NaN AUC (one class in validation) still yields a first "best", so a card can be written.
-            improved = bool(np.isfinite(val["auc"]) and val["auc"] > best["auc"] + 1e-4) or best["epoch"] == 0
-            if improved:
-                best = {"auc": val["auc"], "accuracy": val["accuracy"], "loss": val["loss"], "epoch": epoch + 1}
-                bad_epochs = 0
-                if dist.main:
-                    save_torch_weights(model, {"name": name, "image_size": args["image_size"], "epochs": epoch + 1,
-                                               "init": init, "note": "best so far; final card at the end"},
-                                       out / "best.pt")
-            else:
-                bad_epochs += 1
-            _save_last(ctx, epoch + 1, best, bad_epochs)
-            writer.update(epoch=epoch + 1, best=best)
-            if dist.main:
-                print(f"epoch {epoch + 1}/{args['epochs']}: train loss {tr['loss']:.4f} acc {tr['accuracy']:.3f} | "
-                      f"val loss {val['loss']:.4f} acc {val['accuracy']:.3f} auc {val['auc']:.4f}"
-                      f"{' *' if improved else ''} ({epoch_times[-1]:.1f}s)", flush=True)
-            epoch += 1
-            if args["patience"] and bad_epochs >= args["patience"] and epoch >= args["min_epochs"]:
-                writer.log(f"early stop: validation AUC did not improve for {bad_epochs} epochs")
-                break
-            if ctx.should_stop():
-                raise Stopped()
-            if args.get("time_limit"):
-                fit_schedule_to_time(ctx, epoch, time.perf_counter() - run_start, time.perf_counter() - t0)
-    except Stopped:
-        done = min(epoch, len(epoch_times) + start_epoch)  # an interrupted epoch is redone on resume
-        _save_last(ctx, done, best, bad_epochs)
-        return {"state": "stopped", "message": f"stopped after epoch {done}; resume with --resume {out}",
-                "epoch": done}
-    if not dist.main:
-        return {"state": "finished", "epoch": epoch}
-    # Final: best weights -> temperature, threshold, card.
-    best_state = torch.load(out / "best.pt", map_location="cpu", weights_only=True)["model"]
-    model.load_state_dict(best_state)
-    # The card's temperature and threshold come from fp32 outputs: the app predicts in fp32.
-    val = evaluate(model, split.val.images, split.val.labels, mean, std, device, channels_last=channels_last)
-    calib = calibrate(val["logits"], split.val.labels)
-    spe = float(np.mean(epoch_times)) if epoch_times else None
-    card = build_card(name, args, split.info(), init, best["epoch"], calib, spe, describe_device(device),
-                      best["epoch"])
-    card["epochs_run"] = epoch
-    save_torch_weights(model.float(), card, out / "best.pt")
-    from models.registry import write_card
+class TorchBackend:
+    """One run's model, optimizer and checkpoints in PyTorch (see `training.driver.Backend`)."""
 
-    write_card(out / "card.json", card)
-    return {"state": "finished", "card": card, "epoch": epoch,
-            "message": f"finished: best validation AUC {best['auc']:.4f} at epoch {best['epoch']}"}
+    # In line: a helper thread preparing batches on the same CPU thread pool slows a step (measured,
+    # torch_cnn 128 px batch 8 on 2 cores: 96-100 ms a step one ahead, 79 in line); on a GPU the
+    # batch's kernels are queued asynchronously anyway.
+    prefetch = False
+    notes = ("PyTorch: --amp mixed precision and several processes (torchrun, DDP) are PyTorch-only; an "
+             "ImageNet-initialised body trains frozen for --freeze-epochs epochs, then at --body-lr-mult of the "
+             "head's learning rate")
 
+    def __init__(self, cfg: dict, split: Split, log, dist: Dist = Dist()):
+        self.cfg, self.dist, self.log = cfg, dist, log
+        name = cfg["model"]
+        device = pick_device(cfg["device"]) if not dist.enabled or cfg["device"] != "auto" else (
+            torch.device("cuda", dist.local_rank) if torch.cuda.is_available() else torch.device("cpu"))
+        if device.type == "cuda":
+            torch.cuda.set_device(device)
+            torch.backends.cudnn.benchmark = True
+            torch.backends.cuda.matmul.allow_tf32 = True
+            torch.backends.cudnn.allow_tf32 = True
+        torch.manual_seed(cfg["seed"])
+        self.out = Path(cfg["out"])
+        last = self.out / "last.pt"
+        ckpt = torch.load(last, map_location="cpu", weights_only=True) if cfg.get("resuming") and last.exists() else None
+        weights = None if ckpt or cfg["weights"] == "none" else cfg["weights"]
+        model, self.init = start_model(name, weights)
+        if ckpt:
+            model.load_state_dict(ckpt["model"])
+            self.init = ckpt.get("init", self.init)
+        self.device = describe_device(device)
+        self.torch_device = device
+        self.amp = amp_settings(device, cfg.get("amp", "auto"), name)
+        self.precision = {torch.bfloat16: "bf16", torch.float16: "fp16"}.get(self.amp[1], "fp32") if self.amp[0] else "fp32"
+        self.summary = f"amp: {self.amp[1] if self.amp[0] else 'off'}"
+        self.channels_last = uses_channels_last(device)
+        self.model = model.to(device, memory_format=torch.channels_last if self.channels_last else torch.preserve_format)
+        self.ddp_model: nn.Module = self.model
+        if dist.enabled:
+            self.ddp_model = nn.parallel.DistributedDataParallel(
+                self.model, device_ids=[device.index] if device.type == "cuda" else None)
+        body_mult = cfg["body_lr_mult"] if self.init == "imagenet" else 1.0
+        self.optimizer = torch.optim.AdamW(param_groups(self.model, cfg["lr"], cfg["weight_decay"], body_mult),
+                                           lr=cfg["lr"])
+        self.scaler = torch.amp.GradScaler(device.type, enabled=self.amp[0] and self.amp[1] == torch.float16)
+        self.criterion = nn.CrossEntropyLoss(weight=torch.from_numpy(class_weights(split.train.labels)).to(device),
+                                             label_smoothing=cfg["label_smoothing"])
+        self.frozen = False
+        self.half = False  # whether the best checkpoint holds fp16 weights (kept so by save_final)
+        self._state = None
+        if ckpt:
+            self.optimizer.load_state_dict(ckpt["optimizer"])
+            self.scaler.load_state_dict(ckpt["scaler"])
+            self._state = {k: ckpt[k] for k in ("epoch", "best", "bad_epochs")}
 
-def cpu_threads() -> int:
-    return int(os.environ.get("OMP_NUM_THREADS", 0)) or torch.get_num_threads()
+    def load_last(self) -> dict | None:
+        return self._state
+
+    def begin_epoch(self, epoch: int) -> None:
+        self.frozen = epoch < self.cfg["freeze_epochs"] and self.init == "imagenet"
+        self.model.train()
+        set_body_frozen(self.model, self.frozen, self.dist)
+
+    def inputs(self, images: np.ndarray, generator) -> torch.Tensor:
+        return train_batch(images, generator, self.cfg, self.torch_device, self.channels_last)
+
+    def train_step(self, x: torch.Tensor, labels: np.ndarray, lr: float) -> tuple[float, int]:
+        dev, opt = self.torch_device, self.optimizer
+        y = torch.from_numpy(labels).to(dev)
+        set_lrs(opt, lr, self.frozen)
+        with torch.autocast(dev.type, dtype=self.amp[1], enabled=self.amp[0]):
+            logits = self.ddp_model(x)
+            loss = self.criterion(logits.float(), y)
+        if not torch.isfinite(loss):  # the driver names the epoch and step
+            return float(loss.item()), 0
+        opt.zero_grad(set_to_none=True)
+        self.scaler.scale(loss).backward()
+        self.scaler.unscale_(opt)
+        nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg["clip_grad"])
+        self.scaler.step(opt)
+        self.scaler.update()
+        return loss.item(), int((logits.argmax(1) == y).sum().item())
+
+    @torch.inference_mode()
+    def eval_logits(self, images: np.ndarray, fp32: bool = False) -> np.ndarray:
+        self.model.eval()
+        amp = self.amp[0] and not fp32
+        out = []
+        for i in range(0, len(images), EVAL_BATCH):
+            x = eval_batch(images[i:i + EVAL_BATCH], self.cfg, self.torch_device, self.channels_last)
+            with torch.autocast(self.torch_device.type, dtype=self.amp[1], enabled=amp):
+                out.append(self.model(x).float().cpu())
+        return torch.cat(out).numpy() if out else np.zeros((0, 2), np.float32)
+
+    def embed(self, images: np.ndarray) -> np.ndarray:
+        from models.torch_classifier import TorchClassifier
+
+        clf = TorchClassifier(self.model, run_card(self.cfg, self.init), self.torch_device)
+        return np.concatenate([clf._embed(images[i:i + EVAL_BATCH]) for i in range(0, len(images), EVAL_BATCH)])
+
+    def save_last(self, state: dict) -> None:
+        buf = io.BytesIO()
+        torch.save({"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
+                    "scaler": self.scaler.state_dict(), **state, "init": self.init, "args": self.cfg,
+                    "format": 1}, buf)
+        atomic_write_bytes(self.out / "last.pt", buf.getvalue())
+
+    def save_best(self, card: dict) -> None:
+        save_torch_weights(self.model, card, self.out / "best.pt")
+
+    def load_best(self) -> None:
+        from models.registry import read_card
+        from models.torch_classifier import load_state
+
+        best = self.out / "best.pt"
+        if not best.exists():
+            raise TrainingFailed(f"{best}: no best checkpoint to finish from")
+        raw = torch.load(best, map_location="cpu", weights_only=True)["model"]
+        self.half = any(v.dtype == torch.float16 for v in raw.values())
+        self.model.load_state_dict(load_state(best))
+        try:
+            self.init = read_card(best.with_suffix(".json")).get("init", self.init)
+        except (OSError, ValueError):
+            pass
+
+    def save_final(self, card: dict) -> None:
+        save_torch_weights(self.model.float(), card, self.out / "best.pt", half=self.half)
+
+    def reduce_max(self, value: float) -> float:
+        if not self.dist.enabled:
+            return value
+        t = torch.tensor([value], device=self.torch_device if self.torch_device.type == "cuda" else "cpu")
+        torch.distributed.all_reduce(t, op=torch.distributed.ReduceOp.MAX)
+        return float(t.item())

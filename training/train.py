@@ -1,4 +1,10 @@
-"""The training command: arguments, run directory, distributed setup, dispatch by framework."""
+"""The training command: arguments, run directory, distributed setup, data; then the driver.
+
+    python -m training --model NAME --data DIR [DIR ...] [--epochs N] ...
+
+`--data` takes one or more dataset folders, or a .txt file that lists them one a line
+(relative paths are read from the file's folder). See design.md for the whole contract.
+"""
 
 from __future__ import annotations
 
@@ -13,11 +19,14 @@ from typing import Any
 
 from models.registry import MODEL_NAMES, spec
 
+from .augment import AUGMENT_DEFAULTS, parse_augment
+
 from .rundir import RunWriter, StopFlag, create_run_dir, read_json
 
 # Bounds keep a typo from launching a week-long or instantly-diverging run.
 LIMITS = {"epochs": (1, 1000), "image_size": (32, 512), "batch_size": (1, 1024), "lr": (1e-7, 1.0),
           "val_fraction": (0.01, 0.9)}
+OPTIONAL_LIMITS = {"time_limit": (1e-3, 60 * 24 * 14), "colour_constancy_p": (1.0, 20.0)}
 
 
 class UsageError(ValueError):
@@ -28,14 +37,18 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m training", add_help=add_help,
                                 description="Train a Lesion Lens model on a folder dataset (benign/, malignant/).")
     p.add_argument("--model", choices=MODEL_NAMES, help="which model to train")
-    p.add_argument("--data", help="dataset folder with benign/ and malignant/ (or one folder above them)")
+    p.add_argument("--data", nargs="+", metavar="DIR",
+                   help="dataset folders with benign/ and malignant/ (or one folder above them), or a .txt file "
+                        "listing such folders one a line (relative to the file's folder)")
     p.add_argument("--split", default=None, help="subfolder of --data to use, e.g. train")
     p.add_argument("--epochs", type=int, default=None)
     p.add_argument("--image-size", type=int, default=None, help="default: the model's size (card)")
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--lr", type=float, default=None, help="peak learning rate (default per model)")
     p.add_argument("--weights", default=None, help="imagenet | none | PATH (default: the model's init)")
-    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"])
+    # Options a resumed run may change default to None here (their value is set in resolve_args),
+    # so that only what is given on the command line overrides the run's config.
+    p.add_argument("--device", default=None, choices=["auto", "cpu", "cuda", "mps"], help="default auto")
     p.add_argument("--amp", default=None, choices=["auto", "bf16", "fp16", "off"],
                    help="mixed precision for the PyTorch models (default auto: bf16, or fp16 on older GPUs, on CUDA; "
                         "bf16 on a CPU with native bf16 (AVX512-BF16/AMX); else fp32). off: fp32. fp16 is for GPUs "
@@ -52,10 +65,18 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
     p.add_argument("--clip-grad", type=float, default=2.0)
     p.add_argument("--patience", type=int, default=10, help="early stop after N epochs without val AUC gain (0: off)")
     p.add_argument("--min-epochs", type=int, default=5)
-    p.add_argument("--log-every", type=int, default=10, help="steps between metric rows")
+    p.add_argument("--log-every", type=int, default=None, help="steps between metric rows (default 10)")
     p.add_argument("--time-limit", type=float, default=None,
                    help="minutes; no new epoch starts once the next would end past it (the run then finishes)")
     p.add_argument("--threads", type=int, default=None, help="CPU threads for torch (default: all cores)")
+    # Preprocessing shared by training and inference (the card's "preprocessing"), both frameworks.
+    p.add_argument("--colour-constancy", default="shades_of_gray", choices=["none", "shades_of_gray"],
+                   help="per-image illuminant correction before normalisation (default shades_of_gray)")
+    p.add_argument("--colour-constancy-p", type=float, default=6.0, help="the Shades of Gray p-norm (default 6)")
+    p.add_argument("--augment", default=None,
+                   help="training augmentations: default | none | name=p,... with names "
+                        f"{', '.join(AUGMENT_DEFAULTS)} and p the share of images each touches "
+                        "(e.g. rim=0 turns the dark rim off); the driver passes them on to data.train_batch")
     return p
 
 
@@ -86,13 +107,18 @@ def resolve_args(ns: argparse.Namespace) -> dict[str, Any]:
     cfg["epochs"] = ns.epochs if ns.epochs is not None else DEFAULT_EPOCHS[ns.model]
     cfg["weights"] = ns.weights or ("imagenet" if s.init == "imagenet" else "none")
     cfg["amp"] = ns.amp or "auto"
+    cfg["device"] = ns.device or "auto"
+    cfg["log_every"] = ns.log_every or 10
     cfg["resuming"] = False
-    cfg["data"] = str(Path(ns.data).resolve())
-    if not Path(cfg["data"]).is_dir():
-        what = "not a folder" if Path(cfg["data"]).exists() else "no such folder"
-        raise UsageError(f"--data {ns.data}: {what} (expected a folder with benign/ and malignant/)")
-    for key, (lo, hi) in LIMITS.items():
+    cfg["data"] = data_folders(ns.data)
+    try:
+        cfg["augment"] = parse_augment(ns.augment)
+    except ValueError as exc:
+        raise UsageError(f"--augment {ns.augment}: {exc}") from None
+    for key, (lo, hi) in (LIMITS | OPTIONAL_LIMITS).items():
         v = cfg[key]
+        if key in OPTIONAL_LIMITS and v is None:
+            continue
         if not (isinstance(v, (int, float)) and math.isfinite(v) and lo <= v <= hi):
             raise UsageError(f"--{key.replace('_', '-')} must be between {lo} and {hi}, not {v}")
     if cfg["weights"] not in ("imagenet", "none") and not Path(cfg["weights"]).is_file():
@@ -102,8 +128,32 @@ def resolve_args(ns: argparse.Namespace) -> dict[str, Any]:
     return cfg
 
 
+def data_folders(args: list[str]) -> list[str]:
+    """--data's arguments -> resolved dataset folders; a .txt file lists folders one a line
+    (blank lines and # comments skipped; relative paths are relative to the file's folder)."""
+    folders: list[Path] = []
+    for arg in args:
+        path = Path(arg)
+        if path.suffix.lower() == ".txt" and path.is_file():
+            try:
+                lines = path.read_text(encoding="utf-8").splitlines()
+            except (OSError, UnicodeDecodeError) as exc:
+                raise UsageError(f"--data {arg}: cannot read the list ({exc})") from None
+            listed = [ln.strip() for ln in lines if ln.strip() and not ln.strip().startswith("#")]
+            if not listed:
+                raise UsageError(f"--data {arg}: the list names no folders")
+            folders += [path.parent / ln for ln in listed]
+        else:
+            folders.append(path)
+    for f in folders:
+        if not f.is_dir():
+            what = "not a folder" if f.exists() else "no such folder"
+            raise UsageError(f"--data {f}: {what} (expected a folder with benign/ and malignant/)")
+    return list(dict.fromkeys(str(f.resolve()) for f in folders))
+
+
 def dist_from_env():
-    from .torch_loop import Dist
+    from .driver import Dist
 
     world = int(os.environ.get("WORLD_SIZE", "1"))
     return Dist(int(os.environ.get("RANK", "0")), world, int(os.environ.get("LOCAL_RANK", "0")))
@@ -129,8 +179,7 @@ def run_config(cfg: dict[str, Any]) -> int:
         import torch
         import torch.distributed as tdist
 
-        backend = "nccl" if torch.cuda.is_available() and cfg["device"] in ("auto", "cuda") else "gloo"
-        tdist.init_process_group(backend)
+        tdist.init_process_group("nccl" if torch.cuda.is_available() and cfg["device"] in ("auto", "cuda") else "gloo")
         # Rank 0 names the run directory; the others only learn it.
         holder = [cfg.get("out") or (str(create_run_dir(cfg["model"])) if dist.main else None)]
         tdist.broadcast_object_list(holder, src=0)
@@ -155,7 +204,7 @@ def run_config(cfg: dict[str, Any]) -> int:
     try:
         from .data import DatasetError, load_split
 
-        try:
+        try:  # an older run's config holds one folder as a string: load_split takes both
             split = load_split(cfg["data"], cfg["image_size"], cfg["val_fraction"], cfg["seed"], cfg.get("split"))
         except DatasetError as exc:
             writer.update(state="failed", message=str(exc))
@@ -170,20 +219,15 @@ def run_config(cfg: dict[str, Any]) -> int:
                   f"(first: {split.train.skipped[0][0]}: {split.train.skipped[0][1]})", file=sys.stderr)
         if split.train.synthetic and dist.main:
             print("note: this dataset is SYNTHETIC (generated images)", flush=True)
-        if framework == "keras":
-            from .keras_loop import run_keras
+        from .driver import make_backend, train
 
-            result = run_keras(cfg, writer, split, stop)
-        else:
-            from .torch_loop import run_torch
-
-            result = run_torch(cfg, writer, split, stop, dist)
+        result = train(cfg, writer, split, stop, make_backend(cfg, split, writer.log, dist))
         writer.update(state=result["state"], message=result.get("message", result["state"]))
         writer.log(result.get("message", result["state"]))
         if dist.main:
             print(result.get("message", result["state"]), flush=True)
     except Exception as exc:  # noqa: BLE001 - every failure must reach status.json
-        from .torch_loop import TrainingFailed
+        from .driver import TrainingFailed
 
         message = str(exc) if isinstance(exc, TrainingFailed) else f"{type(exc).__name__}: {exc}"
         try:
@@ -198,5 +242,11 @@ def run_config(cfg: dict[str, Any]) -> int:
         if dist.enabled:
             import torch.distributed as tdist
 
+            # Rank 0 writes the card after the last epoch while the others are done: they wait for it,
+            # so no rank tears the process group down under another (gloo aborts the early one).
+            try:
+                tdist.barrier()
+            except RuntimeError:
+                pass
             tdist.destroy_process_group()
     return code

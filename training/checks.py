@@ -1,0 +1,237 @@
+"""`python -m training.checks`: what a model learned, measured on its own validation split.
+
+    python -m training.checks --model NAME [--checkpoint PATH] [--data DIR ...] [--limit N]
+                              [--json] [--write-card]
+
+Three checks, each on the validation split that training used (same sources, seed, fraction and
+lesion grouping, from the model card unless `--data` names other folders):
+
+- **per source and per diagnosis**: AUC, sensitivity and specificity at the card's threshold for each
+  source; for each diagnosis (`dx`, which is one class) the share called malignant;
+- **shortcut probe**: a dark round rim, a blue cast and a colour-chart patch are added to the benign
+  validation photos; reported are the mean change of P(malignant) and the share of labels that flip
+  (a model that learned the lesion barely moves; one that learned the camera flips);
+- **heatmap on the lesion**: on validation photos with a lesion mask (HAM10000's), the share whose
+  Grad-CAM peak lies on the lesion, and the heatmap's mass on the lesion beside the lesion's share of
+  the frame (a map that ignores the lesion puts about the lesion's share there).
+
+`--write-card` stores the results as the card's `checks` (the About page shows them).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as _dt
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from models.registry import MODEL_NAMES
+
+from .evaluate import predict_images
+from .metrics import binary_metrics
+
+PROBES = ("dark_rim", "blue_cast", "colour_chart")
+FLIP_LIMIT = 0.10  # the regression test's bound on benign labels flipped by the dark rim
+
+
+# ------------------------------------------------------------------ perturbations (uint8 NHWC)
+
+def _radius(size: int) -> np.ndarray:
+    c = (np.arange(size) + 0.5) / size * 2 - 1
+    return np.sqrt(c[None, :] ** 2 + c[:, None] ** 2)
+
+
+def dark_rim(images: np.ndarray, radius: float = 0.95, softness: float = 0.05, darkness: float = 0.95) -> np.ndarray:
+    """A dermatoscope's dark round field: black outside a circle just inside the frame's corners."""
+    size = images.shape[1]
+    mask = darkness / (1 + np.exp(-(_radius(size) - radius) / softness))
+    out = images.astype(np.float32) * (1 - mask[None, :, :, None]) + 8.0 * mask[None, :, :, None]
+    return out.round().clip(0, 255).astype(np.uint8)
+
+
+def blue_cast(images: np.ndarray, gains=(0.85, 1.0, 1.25)) -> np.ndarray:
+    """A bluer white balance, as one outside dermatoscope has."""
+    out = images.astype(np.float32) * np.asarray(gains, np.float32)
+    return out.round().clip(0, 255).astype(np.uint8)
+
+
+# A 4x3 colour checker's patches (approximate sRGB of the classic chart's top rows).
+CHART = np.array([[115, 82, 68], [194, 150, 130], [98, 122, 157], [87, 108, 67],
+                  [133, 128, 177], [103, 189, 170], [214, 126, 44], [80, 91, 166],
+                  [193, 90, 99], [94, 60, 108], [157, 188, 64], [224, 163, 46]], np.uint8)
+
+
+def colour_chart(images: np.ndarray, side: float = 0.28) -> np.ndarray:
+    """A small colour-calibration chart in the bottom-right corner, off the centred lesion."""
+    out = images.copy()
+    size = images.shape[1]
+    h = max(3, int(size * side * 0.75))
+    w = max(4, int(size * side))
+    y0, x0 = size - h - size // 32, size - w - size // 32
+    for i, colour in enumerate(CHART):
+        r, c = divmod(i, 4)
+        ys = slice(y0 + r * h // 3, y0 + (r + 1) * h // 3)
+        xs = slice(x0 + c * w // 4, x0 + (c + 1) * w // 4)
+        out[:, ys, xs] = colour
+    return out
+
+
+PERTURB = {"dark_rim": dark_rim, "blue_cast": blue_cast, "colour_chart": colour_chart}
+
+
+# ------------------------------------------------------------------ the checks
+
+def _rates(y: np.ndarray, p: np.ndarray, thr: float) -> dict[str, Any]:
+    m = binary_metrics(y, p, thr)
+    return {k: m[k] for k in ("n", "auc", "sensitivity", "specificity", "accuracy")}
+
+
+def per_group(y: np.ndarray, p: np.ndarray, thr: float, keys: list[str]) -> dict[str, dict]:
+    out = {}
+    for k in sorted(set(keys)):
+        sel = np.array([x == k for x in keys])
+        if sel.any():
+            out[k or "unknown"] = _rates(y[sel], p[sel], thr)
+    return out
+
+
+def per_dx(p: np.ndarray, thr: float, dx: list[str]) -> dict[str, dict]:
+    out = {}
+    for d in sorted(set(dx)):
+        sel = np.array([x == d for x in dx])
+        out[d or "unknown"] = {"n": int(sel.sum()), "called_malignant": float((p[sel] >= thr).mean())}
+    return out
+
+
+def shortcut_probe(clf, images: np.ndarray, thr: float) -> dict[str, dict]:
+    """Benign photos with each perturbation: mean change of P(malignant) and share of labels flipped."""
+    base = predict_images(clf, images)
+    out = {"n": int(len(images)), "clean_called_malignant": float((base >= thr).mean())}
+    for name in PROBES:
+        p = predict_images(clf, PERTURB[name](images))
+        out[name] = {"mean_change": float((p - base).mean()),
+                     "flipped": float(((p >= thr) != (base >= thr)).mean()),
+                     "called_malignant": float((p >= thr).mean())}
+    return out
+
+
+def load_mask(path: Path, size: int) -> np.ndarray | None:
+    from models.preprocess import ImageError, prepare
+
+    try:
+        return prepare(path, size)[..., 0] > 127
+    except ImageError:
+        return None
+
+
+def heatmap_on_lesion(clf, images: np.ndarray, masks: list[np.ndarray], method: str = "gradcam") -> dict[str, Any]:
+    """Share of photos whose heatmap peak lies on the lesion; heatmap mass on the lesion against the
+    lesion's share of the frame (means over photos)."""
+    peaks, mass, share, flat = [], [], [], 0
+    for img, mask in zip(images, masks):
+        e = clf.explain(img, method)
+        if e.flat:
+            flat += 1
+            continue
+        heat = e.heatmap
+        peaks.append(bool(mask.flat[int(np.argmax(heat))]))
+        mass.append(float((heat * mask).sum() / max(heat.sum(), 1e-9)))
+        share.append(float(mask.mean()))
+    n = len(peaks)
+    return {"n": n, "flat_maps": flat, "method": method,
+            "peak_on_lesion": float(np.mean(peaks)) if n else float("nan"),
+            "mass_on_lesion": float(np.mean(mass)) if n else float("nan"),
+            "lesion_share_of_frame": float(np.mean(share)) if n else float("nan")}
+
+
+def run_checks(clf, data: list[str] | None = None, limit: int | None = 400, seed: int = 0,
+               method: str = "gradcam") -> dict[str, Any]:
+    from .data import load_split
+    from .sources import locate, mask_path
+
+    card = clf.card
+    info = card.get("data") if isinstance(card.get("data"), dict) else {}
+    folders = data or [str(locate(s["root"])) for s in info.get("sources", [])] or (
+        [str(locate(info["root"]))] if info.get("root") else None)
+    if not folders:
+        raise ValueError(f"{clf.name}: the model card names no training data; give --data")
+    split = load_split(folders, clf.image_size, float(info.get("val_fraction", 0.15)), int(info.get("split_seed", 42)))
+    val = split.val
+    thr = clf.threshold
+    p = predict_images(clf, val.images)
+    rng = np.random.default_rng(seed)
+    benign = np.flatnonzero(val.labels == 0)
+    if limit and len(benign) > limit:
+        benign = np.sort(rng.choice(benign, limit, replace=False))
+    masked = [(i, mask_path(val.roots[val.sources[i]], val.image_ids[i])) for i in range(len(val.labels))
+              if val.image_ids[i]]
+    masked = [(i, m) for i, m in masked if m is not None]
+    if limit and len(masked) > limit:
+        masked = [masked[j] for j in np.sort(rng.choice(len(masked), limit, replace=False))]
+    masks = [(i, load_mask(m, clf.image_size)) for i, m in masked]
+    masks = [(i, m) for i, m in masks if m is not None and m.any()]
+    result = {
+        "model": clf.name, "threshold": thr, "data": folders, "split_seed": info.get("split_seed", 42),
+        "measured_at": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "validation": _rates(val.labels, p, thr),
+        "per_source": per_group(val.labels, p, thr, val.sources),
+        "per_dx": per_dx(p, thr, val.dx),
+        "shortcut_probe": shortcut_probe(clf, val.images[benign], thr),
+        "heatmap_on_lesion": heatmap_on_lesion(clf, val.images[[i for i, _ in masks]] if masks else
+                                               val.images[:0], [m for _, m in masks], method),
+    }
+    return result
+
+
+def summary_line(r: dict[str, Any]) -> str:
+    sp, hm, v = r["shortcut_probe"], r["heatmap_on_lesion"], r["validation"]
+    probes = ", ".join(f"{k} flips {sp[k]['flipped']:.1%} (mean dP {sp[k]['mean_change']:+.3f})" for k in PROBES)
+    return (f"{r['model']}: validation AUC {v['auc']:.3f}, sensitivity {v['sensitivity']:.3f}, specificity "
+            f"{v['specificity']:.3f} (n={v['n']}); shortcut probe on {sp['n']} benign photos: {probes}; heatmap peak "
+            f"on lesion {hm['peak_on_lesion']:.1%}, mass on lesion {hm['mass_on_lesion']:.1%} vs lesion share "
+            f"{hm['lesion_share_of_frame']:.1%} (n={hm['n']})")
+
+
+def get_args_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m training.checks", description=__doc__.splitlines()[0])
+    p.add_argument("--model", required=True, choices=MODEL_NAMES)
+    p.add_argument("--checkpoint", default=None, help="default: the shipped weights")
+    p.add_argument("--data", nargs="+", default=None, help="default: the sources in the model card")
+    p.add_argument("--limit", type=int, default=400, help="photos per probe and for the heatmap check (0: all)")
+    p.add_argument("--method", default="gradcam")
+    p.add_argument("--json", action="store_true")
+    p.add_argument("--write-card", action="store_true", help="store the results as the card's `checks`")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    args = get_args_parser().parse_args(argv)
+    from models.loader import find_card, load_classifier
+    from models.registry import card_path, shipped_checkpoint, write_card
+
+    from .data import DatasetError
+
+    try:
+        clf = load_classifier(args.model, args.checkpoint)
+        r = run_checks(clf, args.data, args.limit or None, method=args.method)
+    except (DatasetError, ValueError, OSError) as exc:
+        print(f"error: {' '.join(str(exc).split())}", file=sys.stderr)
+        return 2
+    if args.write_card:
+        ckpt = Path(args.checkpoint) if args.checkpoint else shipped_checkpoint(args.model)
+        path = card_path(ckpt) if card_path(ckpt).is_file() else ckpt.parent / "card.json"
+        card = find_card(ckpt)
+        card["checks"] = r
+        write_card(path, card)
+    print(json.dumps(r) if args.json else summary_line(r))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
