@@ -6,4 +6,4 @@ with the Keras model.
 
 from .registry import CLASSES, MODEL_NAMES, SPECS, default_card, read_card, spec, write_card  # noqa: F401
 from .preprocess import ImageError, load_image, normalize, prepare, to_model_size  # noqa: F401
-from .loader import MissingWeights, available_models, load_classifier, untrained_classifier  # noqa: F401
+from .loader import MissingWeights, load_classifier, untrained_classifier  # noqa: F401

@@ -1,29 +1,22 @@
-"""DenseNet anatomy for the classroom page: everything the page shows, computed from live models.
+"""DenseNet anatomy: the structure of a live model, read from its modules, for the classroom page.
 
 Nothing here hard-codes DenseNet161's configuration. Block sizes, growth rates and channel
 counts are read from the modules (`features.denseblockN` / `features.transitionN` of the
 torchvision model, each `_DenseLayer` with `norm1`/`conv1`/`norm2`/`conv2`); output sizes and
-multiply-adds come from one forward pass with hooks; feature maps and Grad-CAMs of the four
-dense blocks come from one forward (and, for the CAMs, one backward) pass on the photo.
-
-No Streamlit here; the page `pages/densenet.py` only lays these results out.
+multiply-adds come from one forward pass with hooks. What the blocks see of one photo is
+`models.inside`; the page's drawings and quiz live beside it (pages/densenet_*.py).
 """
 
 from __future__ import annotations
 
 import contextlib
-import math
 import re
-from dataclasses import dataclass, field
-from pathlib import Path
+from dataclasses import dataclass
 from typing import Any, Iterable
 
 import numpy as np
 import torch
-from PIL import Image
 from torch import nn
-
-from .classifier import Prediction, normalize_cam, overlay_image
 
 BLOCK_RE = re.compile(r"^denseblock(\d+)$")
 TRANSITION_RE = re.compile(r"^transition(\d+)$")
@@ -281,10 +274,8 @@ def architecture(name: str) -> nn.Module:
         return build_for_inference(name)
 
 
-def _keras_summary(image_size: int) -> dict[str, Any] | None:
-    """Parameters and multiply-adds of the Keras CNN; None when models/keras_model.py is absent."""
-    if not (Path(__file__).resolve().parent / "keras_model.py").is_file():
-        return None
+def _keras_summary(image_size: int) -> dict[str, Any]:
+    """Parameters and multiply-adds of the Keras CNN."""
     from .keras_model import build_keras_cnn  # imports TensorFlow: only here, only when asked
 
     model = build_keras_cnn(image_size)
@@ -313,9 +304,6 @@ def model_summary(name: str, image_size: int | None = None) -> dict[str, Any]:
             k = _keras_summary(size)
         except ImportError as exc:  # TensorFlow missing from this install
             row["size_source"] = f"Keras not available ({exc.name})"
-            return row
-        if k is None:
-            row["size_source"] = "Keras model not in this build"
             return row
         row.update(parameters=k["parameters"], macs=k["macs"])
         fp32 = k["fp32_bytes"]
@@ -357,7 +345,7 @@ def imagenet_reference(image_size: int = 224) -> list[dict[str, Any]]:
     return rows
 
 
-# ----------------------------------------------------------------------------- section 1: drawings
+# ----------------------------------------------------------------------------- a dense block in numbers
 
 
 def dense_layer_inputs(layers: int, growth: int, k0: int) -> list[int]:
@@ -368,322 +356,3 @@ def dense_layer_inputs(layers: int, growth: int, k0: int) -> list[int]:
 def dense_connections(layers: int) -> int:
     """Direct connections among the block input and its layers: layer l (1-based) has l inputs."""
     return layers * (layers + 1) // 2
-
-
-_PALETTE = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2",
-            "#7f7f7f", "#bcbd22", "#17becf"]
-# Left to right, at most 13.5 x 6 inches (graphviz scales larger drawings down, never up).
-_GRAPH = ('  graph [rankdir=LR, nodesep=0.1, ranksep=0.4, bgcolor="transparent", fontname="Helvetica", '
-          'size="13.5,6"];\n'
-          '  node [shape=box, style="rounded,filled", fontname="Helvetica", fontsize=12, margin="0.1,0.06", '
-          'color="#555555"];\n'
-          '  edge [arrowsize=0.6, penwidth=1.1];\n')
-
-
-def dense_block_dot(layers: int, growth: int, k0: int) -> str:
-    """DOT text of a dense block: input x0, layers H1..HL, concatenated output; every node feeds
-    every later one. Edges: L(L+1)/2 among input and layers, plus L+1 into the output.
-
-    Drawn as a row: neighbours are joined by straight arrows, longer connections arc above
-    (from even nodes) or below (from odd nodes) so that they stay readable."""
-    layers, growth, k0 = int(layers), int(growth), int(k0)
-    if layers < 1 or growth < 1 or k0 < 1:
-        raise ValueError("layers, growth rate and input channels must be positive")
-    ins = dense_layer_inputs(layers, growth, k0)
-    lines = ["digraph dense_block {", _GRAPH]
-    lines.append(f'  x0 [label="input x0\\n{k0} ch", fillcolor="#e8eef7"];')
-    for l in range(1, layers + 1):
-        lines.append(f'  h{l} [label="H{l}\\n{ins[l - 1]} → {growth}", fillcolor="#fde9d0"];')
-    total = k0 + layers * growth
-    lines.append(f'  out [label="concat\\n{total} ch", fillcolor="#dff1df"];')
-    nodes = ["x0"] + [f"h{l}" for l in range(1, layers + 1)] + ["out"]
-    for i, src in enumerate(nodes[:-1]):
-        colour = _PALETTE[i % len(_PALETTE)]
-        side = "n" if i % 2 == 0 else "s"
-        for j in range(i + 1, len(nodes)):
-            dst = nodes[j]
-            if j == i + 1:  # heavy: keeps the nodes in one straight row
-                lines.append(f'  {src} -> {dst} [color="{colour}", weight=100, penwidth=1.6];')
-            else:
-                lines.append(f'  {src}:{side} -> {dst}:{side} [color="{colour}"];')
-    lines.append("}")
-    return "\n".join(lines)
-
-
-def chain_dot(layers: int, width: int, residual: bool = False, growth: int | None = None) -> str:
-    """DOT text of a chain of the same depth. Plain: each layer sees only the previous output
-    (k channels after the first layer when `growth` is given). Residual: after each layer a (+)
-    node adds the layer's input back, through a dashed identity arc; the width stays `width`."""
-    layers, width = int(layers), int(width)
-    name = "residual_chain" if residual else "plain_chain"
-    lines = [f"digraph {name} {{", _GRAPH]
-    lines.append(f'  x0 [label="input x0\\n{width} ch", fillcolor="#e8eef7"];')
-    for l in range(1, layers + 1):
-        if residual or not growth:
-            cin = cout = width
-        else:
-            cin, cout = (width if l == 1 else growth), growth
-        lines.append(f'  h{l} [label="H{l}\\n{cin} → {cout}", fillcolor="#fde9d0"];')
-    out_ch = width if residual or not growth else growth
-    lines.append(f'  out [label="output\\n{out_ch} ch", fillcolor="#dff1df"];')
-    if not residual:
-        nodes = ["x0"] + [f"h{l}" for l in range(1, layers + 1)] + ["out"]
-        for a, b in zip(nodes, nodes[1:]):
-            lines.append(f"  {a} -> {b} [weight=100, penwidth=1.6];")
-    else:
-        for l in range(1, layers + 1):
-            lines.append(f'  p{l} [label="+", shape=circle, width=0.25, fixedsize=true, fontsize=13, '
-                         f'style=filled, fillcolor="#fbe3e3", color="#d62728"];')
-        before = "x0"
-        for l in range(1, layers + 1):
-            lines.append(f"  {before} -> h{l} [weight=100, penwidth=1.6];")
-            lines.append(f"  h{l} -> p{l} [weight=100, penwidth=1.6];")
-            lines.append(f'  {before}:n -> p{l}:n [style=dashed, color="#d62728", '
-                         f'tooltip="identity: the input of H{l} is added to its output"];')
-            before = f"p{l}"
-        lines.append(f"  {before} -> out [weight=100, penwidth=1.6];")
-    lines.append("}")
-    return "\n".join(lines)
-
-
-def count_edges(dot: str) -> int:
-    return sum(1 for line in dot.splitlines() if "->" in line)
-
-
-# ----------------------------------------------------------------------------- section 3: inside
-
-
-def _viridis(values: np.ndarray) -> np.ndarray:
-    """A viridis-like colour map (dark purple -> blue -> green -> yellow), uint8 RGB."""
-    anchors = np.array([[68, 1, 84], [59, 82, 139], [33, 145, 140], [94, 201, 98], [253, 231, 37]], np.float32)
-    v = np.clip(values, 0.0, 1.0) * (len(anchors) - 1)
-    lo = np.floor(v).astype(int).clip(0, len(anchors) - 2)
-    t = (v - lo)[..., None]
-    return ((1 - t) * anchors[lo] + t * anchors[lo + 1]).astype(np.uint8)
-
-
-def feature_grid(activation: np.ndarray, channels: Iterable[int], columns: int = 4, tile: int = 64,
-                 gap: int = 2) -> np.ndarray:
-    """Tile the chosen channels of a CxHxW activation, each min-max scaled, into one RGB image."""
-    channels = list(channels)
-    h, w = activation.shape[1:]
-    scale = max(1, round(tile / h))
-    th, tw = h * scale, w * scale
-    rows = math.ceil(len(channels) / columns)
-    grid = np.full((rows * th + (rows - 1) * gap, columns * tw + (columns - 1) * gap, 3), 255, np.uint8)
-    for i, c in enumerate(channels):
-        m, _ = normalize_cam(activation[c])
-        img = np.kron(_viridis(m), np.ones((scale, scale, 1), np.uint8))  # nearest: show the real grid
-        r, col = divmod(i, columns)
-        grid[r * (th + gap): r * (th + gap) + th, col * (tw + gap): col * (tw + gap) + tw] = img
-    return grid
-
-
-def top_channels(activation: np.ndarray, n: int = 16) -> list[int]:
-    """The n channels with the highest mean positive activation (what a ReLU would pass on)."""
-    score = np.maximum(activation, 0).mean(axis=(1, 2))
-    return [int(i) for i in np.argsort(-score, kind="stable")[:n]]
-
-
-def heat_area(heatmap: np.ndarray, mass: float = 0.5) -> float:
-    """Smallest fraction of the image that holds `mass` of the heatmap's total heat."""
-    flat = np.sort(np.asarray(heatmap, np.float64).ravel())[::-1]
-    total = flat.sum()
-    if total <= 0:
-        return 1.0
-    k = int(np.searchsorted(np.cumsum(flat), mass * total)) + 1
-    return min(k, flat.size) / flat.size
-
-
-def _upsample(heat: np.ndarray, size: int) -> np.ndarray:
-    if heat.shape == (size, size):
-        return heat.astype(np.float32)
-    img = Image.fromarray(heat.astype(np.float32), mode="F").resize((size, size), Image.BILINEAR)
-    return np.clip(np.asarray(img, np.float32), 0.0, 1.0)
-
-
-@dataclass
-class BlockView:
-    name: str
-    channels: int
-    height: int
-    width: int
-    top: list[int]  # channels shown, most active first
-    top_means: list[float]
-    grid: np.ndarray  # RGB uint8 tiles of the top channels
-    cam: np.ndarray | None = None  # HxW 0..1 at the block's own resolution
-    cam_flat: bool = True
-    heatmap: np.ndarray | None = None  # cam upsampled to the model's input size
-    overlay: np.ndarray | None = None  # photo with heatmap, RGB uint8
-
-    @property
-    def cam_area(self) -> float | None:
-        return None if self.heatmap is None or self.cam_flat else heat_area(self.heatmap)
-
-
-@dataclass
-class InsideView:
-    model: str
-    trained: bool
-    image: np.ndarray  # what the model saw, HxWx3 uint8
-    prediction: Prediction | None
-    blocks: list[BlockView] = field(default_factory=list)
-
-
-def _cut_graph(module, inputs, output):
-    """Forward hook: the first block's output becomes a leaf that requires grad, so autograd
-    records only what lies between the target layers and the logits."""
-    return output.detach().requires_grad_(True)
-
-
-def _per_layer_gradcam():
-    from pytorch_grad_cam import GradCAM
-
-    class PerLayerGradCAM(GradCAM):
-        """GradCAM that returns one map per target layer, each at that layer's own resolution."""
-
-        def get_target_width_height(self, input_tensor):
-            return None  # scale_cam_image then only min-max scales
-
-        def aggregate_multi_layers(self, cam_per_target_layer):
-            return [c[:, 0] for c in cam_per_target_layer]
-
-    return PerLayerGradCAM
-
-
-def _prepare(classifier: Any, image: Any) -> tuple[np.ndarray, torch.Tensor]:
-    x = classifier.prepare(image)
-    return x, classifier._tensor(x[None])
-
-
-def look_inside(classifier: Any, image: Any, top: int = 16, cams: bool = True) -> InsideView:
-    """Feature maps after every dense block and (if `cams`) Grad-CAM at each block's output,
-    all from ONE forward pass (plus one backward pass for the CAMs)."""
-    from .torch_classifier import _LogOddsTarget
-
-    x_img, x = _prepare(classifier, image)
-    model = classifier.model
-    blocks = block_modules(model)
-    names = list(blocks)
-    acts: dict[str, torch.Tensor] = {}
-    prediction = None
-    raw_cams: list[np.ndarray] = []
-    with classifier.lock:
-        if cams:
-            cut = blocks[names[0]].register_forward_hook(_cut_graph)  # before GradCAM's hooks
-            cam = _per_layer_gradcam()(model=model, target_layers=list(blocks.values()))
-            try:
-                target = _LogOddsTarget(classifier.threshold, classifier.temperature)
-                with torch.enable_grad():
-                    raw_cams = [c[0] for c in cam(input_tensor=x, targets=[target])]
-                logits = cam.outputs.detach().float().cpu().numpy()[0]
-                for n, a in zip(names, cam.activations_and_grads.activations):
-                    acts[n] = a[0]
-            finally:
-                cam.activations_and_grads.release()
-                cut.remove()
-            prediction = classifier._prediction(logits)
-        else:
-            handles = [m.register_forward_hook(lambda mod, i, o, n=n: acts.__setitem__(n, o[0].detach()))
-                       for n, m in blocks.items()]
-            try:
-                with torch.inference_mode():
-                    logits = model(x).float().cpu().numpy()[0]
-            finally:
-                for h in handles:
-                    h.remove()
-            prediction = classifier._prediction(logits)
-    views = []
-    size = x_img.shape[0]
-    for i, n in enumerate(names):
-        a = acts[n].float().cpu().numpy()
-        chosen = top_channels(a, top)
-        means = np.maximum(a, 0).mean(axis=(1, 2))
-        v = BlockView(name=n, channels=a.shape[0], height=a.shape[1], width=a.shape[2], top=chosen,
-                      top_means=[float(means[c]) for c in chosen], grid=feature_grid(a, chosen))
-        if cams:
-            heat, flat = normalize_cam(raw_cams[i])
-            v.cam, v.cam_flat = heat, flat
-            v.heatmap = _upsample(heat, size)
-            v.overlay = np.asarray(overlay_image(x_img, v.heatmap, flat=flat))
-        views.append(v)
-    return InsideView(model=classifier.name, trained=bool(classifier.trained), image=x_img,
-                      prediction=prediction, blocks=views)
-
-
-def block_feature_maps(classifier: Any, image: Any, top: int = 16) -> list[BlockView]:
-    """Feature maps after each dense block, from one forward pass with hooks (no gradients)."""
-    return look_inside(classifier, image, top=top, cams=False).blocks
-
-
-def blockwise_cams(classifier: Any, image: Any) -> list[BlockView]:
-    """Grad-CAM at every dense block's output (features.denseblock1..N), one forward + one backward."""
-    return look_inside(classifier, image, cams=True).blocks
-
-
-def depth_sentence(view: InsideView) -> str:
-    """What changes from the first dense block to the last, in numbers from this photo."""
-    a, b = view.blocks[0], view.blocks[-1]
-    text = (f"From {a.name} to {b.name} the grid shrinks from {a.height}×{a.width} to {b.height}×{b.width} "
-            f"positions while the channels grow from {a.channels} to {b.channels}: early blocks keep fine "
-            f"detail (edges, colour, texture) at many positions, late blocks describe larger regions with many "
-            f"more features, which is what the classifier reads.")
-    if a.cam_area is not None and b.cam_area is not None:
-        text += (f" Half of the Grad-CAM heat covers {a.cam_area:.0%} of the photo at {a.name} "
-                 f"and {b.cam_area:.0%} at {b.name}.")
-    return text
-
-
-# ----------------------------------------------------------------------------- section 4: quiz
-
-
-def quiz_questions(model: Any, image_size: int = 224, table: list[dict[str, Any]] | None = None
-                   ) -> list[dict[str, Any]]:
-    """Questions whose answers are read from the model: key, question, answer (int), explanation."""
-    blocks = dense_blocks(model)
-    trans = transitions(model)
-    table = table if table is not None else dense_block_table(model, image_size)
-    qs = []
-    b3 = blocks[2] if len(blocks) >= 3 else blocks[-1]
-    last_in = b3.layer_inputs[-1]
-    qs.append({
-        "key": "last_layer_inputs",
-        "question": f"How many input channels does the last layer of dense block {b3.index} receive?",
-        "answer": last_in,
-        "explanation": (f"{b3.channels_in} channels enter block {b3.index}; each of the {b3.layers - 1} layers "
-                        f"before the last adds k = {b3.growth}: {b3.channels_in} + {b3.layers - 1}·{b3.growth} "
-                        f"= {last_in} (read from that layer's norm1.num_features)."),
-    })
-    t = trans[1] if len(trans) >= 2 else trans[0]
-    qs.append({
-        "key": "transition_out",
-        "question": f"Dense block {t.index} ends with {t.channels_in} channels. How many leave transition {t.index}?",
-        "answer": t.channels_out,
-        "explanation": (f"The transition's 1×1 convolution compresses {t.channels_in} to {t.channels_out} "
-                        f"channels (θ = {t.compression:g}), then a 2×2 average pool halves the grid."),
-    })
-    b1 = blocks[0]
-    qs.append({
-        "key": "connections",
-        "question": (f"Dense block {b1.index} has {b1.layers} layers. How many direct connections link its input "
-                     f"and its layers (layer l receives one from each of the l nodes before it)?"),
-        "answer": dense_connections(b1.layers),
-        "explanation": (f"1 + 2 + … + {b1.layers} = {b1.layers}·{b1.layers + 1}/2 = "
-                        f"{dense_connections(b1.layers)}; a plain chain of the same depth has {b1.layers}."),
-    })
-    last = [r for r in table if r["kind"] == "dense block"][-1]
-    first_block = [r for r in table if r["kind"] == "dense block"][0]
-    qs.append({
-        "key": "last_block_side",
-        "question": (f"For a {image_size}×{image_size} photo, what is the side length of the feature maps "
-                     f"after {last['stage']}?"),
-        "answer": last["output_hw"][0],
-        "explanation": (f"The stem shrinks {image_size} px to {first_block['output_hw'][0]} "
-                        f"({first_block['output_size']} after {first_block['stage']}); each transition's "
-                        f"pooling halves the side again, giving {last['output_size']} after {last['stage']}."),
-    })
-    return qs
-
-
-def check_answer(question: dict[str, Any], value: float | int | None) -> bool:
-    return value is not None and int(round(float(value))) == int(question["answer"])

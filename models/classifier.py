@@ -7,7 +7,6 @@ concurrent calls return exactly what eight sequential ones would.
 
 from __future__ import annotations
 
-import io
 import threading
 from dataclasses import dataclass, field
 from typing import Any
@@ -41,35 +40,49 @@ class Explanation:
     heatmap: np.ndarray  # HxW float32 in [0, 1], at model input size
     flat: bool  # True when the raw map had no spatial variation: nothing to show
     image: np.ndarray  # HxWx3 uint8, what the model saw
+    embedding: np.ndarray | None = None  # penultimate features of the same forward pass
 
     def overlay(self, alpha: float = 0.45, size: int | None = None) -> Image.Image:
         return overlay_image(self.image, self.heatmap, alpha=alpha, flat=self.flat, size=size)
 
-    def overlay_png(self, alpha: float = 0.45) -> bytes:
-        buf = io.BytesIO()
-        self.overlay(alpha).save(buf, format="PNG")
-        return buf.getvalue()
+
+def label_at(prob: float, threshold: float, classes=("benign", "malignant")) -> str:
+    """The decision rule: malignant when the probability is at least the threshold."""
+    return classes[int(prob >= threshold)]
 
 
-def _jet(values: np.ndarray) -> np.ndarray:
-    """A jet-like colour map without matplotlib: 0 -> blue, 0.5 -> green/yellow, 1 -> red."""
-    v = np.clip(values, 0.0, 1.0)
-    r = np.clip(1.5 - np.abs(4.0 * v - 3.0), 0, 1)
-    g = np.clip(1.5 - np.abs(4.0 * v - 2.0), 0, 1)
-    b = np.clip(1.5 - np.abs(4.0 * v - 1.0), 0, 1)
-    return (np.stack([r, g, b], axis=-1) * 255).astype(np.uint8)
+def resize_heatmap(heatmap: np.ndarray, size: int) -> np.ndarray:
+    """A [0, 1] heatmap resized (bilinear) to size x size, still in [0, 1]."""
+    if heatmap.shape == (size, size):
+        return heatmap.astype(np.float32)
+    img = Image.fromarray(heatmap.astype(np.float32), mode="F").resize((size, size), Image.BILINEAR)
+    return np.clip(np.asarray(img, np.float32), 0.0, 1.0)
+
+
+def colour_map(values: np.ndarray, name: str = "jet") -> np.ndarray:
+    """HxW values in [0, 1] -> HxWx3 uint8 RGB through OpenCV's colour map `name`: "jet" is the map
+    pytorch-grad-cam draws its heatmaps with (0 blue, 1 red), "viridis" the feature maps' one."""
+    import cv2  # OpenCV comes with pytorch-grad-cam; imported when a first map is drawn
+
+    code = {"jet": cv2.COLORMAP_JET, "viridis": cv2.COLORMAP_VIRIDIS}[name]
+    v = np.uint8(255 * np.clip(np.asarray(values, np.float32), 0.0, 1.0))
+    return cv2.cvtColor(cv2.applyColorMap(v, code), cv2.COLOR_BGR2RGB)
 
 
 def heatmap_image(heatmap: np.ndarray) -> Image.Image:
-    return Image.fromarray(_jet(heatmap))
+    return Image.fromarray(colour_map(heatmap))
 
 
 def overlay_image(image: np.ndarray, heatmap: np.ndarray, alpha: float = 0.45, flat: bool = False,
                   size: int | None = None) -> Image.Image:
-    """Blend the colour-mapped heatmap over the image; a flat map leaves the image as is."""
+    """Blend the colour-mapped heatmap over the image; a flat map leaves the image as is.
+
+    Not pytorch-grad-cam's show_cam_on_image: that one divides the blend by its maximum, which
+    brightens every photo whose blend stays below white (most), so the photo would not look like
+    itself at any opacity, and it has no notion of a flat map."""
     base = image.astype(np.float32)
     if not flat:
-        base = (1.0 - alpha) * base + alpha * _jet(heatmap).astype(np.float32)
+        base = (1.0 - alpha) * base + alpha * colour_map(heatmap).astype(np.float32)
     img = Image.fromarray(base.clip(0, 255).astype(np.uint8))
     if size and size != img.size[0]:
         img = img.resize((size, size), Image.BILINEAR)
@@ -101,6 +114,11 @@ def dihedral(image: np.ndarray) -> list[np.ndarray]:
         for k in range(4):
             views.append(np.ascontiguousarray(np.rot90(base, k)))
     return views
+
+
+def dihedral_views(images: np.ndarray) -> np.ndarray:
+    """uint8 NxHxWx3 -> (N*8)xHxWx3: each image's 8 dihedral views in turn (view 0 is the image)."""
+    return np.stack([v for img in images for v in dihedral(img)])
 
 
 class Classifier:
@@ -145,7 +163,7 @@ class Classifier:
     def _prediction(self, logits: np.ndarray, threshold: float | None = None) -> Prediction:
         thr = self.threshold if threshold is None else float(threshold)
         p = float(softmax_np(logits, self.temperature)[1])
-        return Prediction(self.name, p, self.card["classes"][int(p >= thr)], thr, [float(v) for v in logits])
+        return Prediction(self.name, p, label_at(p, thr, self.card["classes"]), thr, [float(v) for v in logits])
 
     # --- public interface ---
     def predict(self, image: ImageSource | np.ndarray, threshold: float | None = None) -> Prediction:
@@ -160,28 +178,47 @@ class Classifier:
             logits = self._logits(images)
         return softmax_np(logits, self.temperature)[:, 1]
 
+    def predict_views(self, images: np.ndarray) -> np.ndarray:
+        """Test-time augmentation: P(malignant) of each of the 8 dihedral views of each uint8
+        NxHxWx3 image at model size, (N, 8); their mean is the image's TTA probability."""
+        return self.predict_batch(dihedral_views(images)).reshape(len(images), 8)
+
     def predict_tta(self, image: ImageSource | np.ndarray, threshold: float | None = None) -> tuple[Prediction, np.ndarray]:
         """Mean prediction over the 8 dihedral views, and the 8 probabilities (their spread)."""
-        x = self.prepare(image)
-        probs = self.predict_batch(np.stack(dihedral(x)))
+        probs = self.predict_views(self.prepare(image)[None])[0]
         thr = self.threshold if threshold is None else float(threshold)
         p = float(probs.mean())
-        return Prediction(self.name, p, self.card["classes"][int(p >= thr)], thr), probs
+        return Prediction(self.name, p, label_at(p, thr, self.card["classes"]), thr), probs
 
     def explain(self, image: ImageSource | np.ndarray, method: str = "gradcam",
                 threshold: float | None = None) -> Explanation:
         if method not in self.cam_methods:
             raise ValueError(f"{self.name} supports CAM methods {', '.join(self.cam_methods)}, not {method!r}")
+        thr = self.threshold if threshold is None else float(threshold)
         x = self.prepare(image)
-        with self.lock:
-            logits, raw = self._explain(x[None], method)
+        with self.lock:  # the heatmap explains the label at `thr`, the one the prediction carries
+            logits, raw, emb = self._explain_embed(x[None], method, thr)
         heatmap, flat = normalize_cam(raw)
-        return Explanation(self._prediction(logits, threshold), method, heatmap, flat, x)
+        return Explanation(self._prediction(logits, thr), method, heatmap, flat, x,
+                           np.asarray(emb, dtype=np.float32))
 
     def embed(self, image: ImageSource | np.ndarray) -> np.ndarray:
         x = self.prepare(image)
         with self.lock:
             return np.asarray(self._embed(x[None])[0], dtype=np.float32)
+
+    def predict_embed(self, image: ImageSource | np.ndarray,
+                      threshold: float | None = None) -> tuple[Prediction, np.ndarray]:
+        """The prediction and the embedding of the same forward pass."""
+        x = self.prepare(image)
+        with self.lock:
+            logits, emb = self._logits_embed(x[None])
+        return self._prediction(logits[0], threshold), np.asarray(emb[0], dtype=np.float32)
+
+    def logits_embed_batch(self, images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """uint8 NxHxWx3 at model size -> (logits (N, 2), embeddings (N, D)) from one forward pass."""
+        with self.lock:
+            return self._logits_embed(images)
 
     # --- for subclasses ---
     def _logits(self, batch: np.ndarray) -> np.ndarray:  # uint8 NHWC -> (N, 2)
@@ -190,6 +227,17 @@ class Classifier:
     def _embed(self, batch: np.ndarray) -> np.ndarray:
         raise NotImplementedError
 
-    def _explain(self, batch: np.ndarray, method: str) -> tuple[np.ndarray, np.ndarray]:
-        """uint8 1xHxWx3 -> (logits (2,), raw CAM HxW at input size, unnormalised)."""
+    def _explain(self, batch: np.ndarray, method: str, threshold: float | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """uint8 1xHxWx3 -> (logits (2,), raw CAM HxW at input size, unnormalised): the evidence for
+        the label at `threshold` (default: the card's)."""
         raise NotImplementedError
+
+    # Subclasses override these two to share one forward pass; the defaults take two.
+    def _logits_embed(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        return self._logits(batch), self._embed(batch)
+
+    def _explain_embed(self, batch: np.ndarray, method: str, threshold: float | None = None
+                       ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """uint8 1xHxWx3 -> (logits (2,), raw CAM, embedding (D,))."""
+        logits, raw = self._explain(batch, method, threshold)
+        return logits, raw, self._embed(batch)[0]

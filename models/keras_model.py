@@ -24,12 +24,18 @@ import numpy as np
 # Triton, which torchvision.ops pulls in through torch._dynamo, crashes the process (segfault) when
 # it is first imported after TensorFlow, so it goes first wherever TensorFlow may load.
 import torchvision.ops  # noqa: F401  isort: skip
-import tensorflow as tf
-import keras
-from keras import layers
+
+from .quiet_tf import tensorflow_quietly
+
+with tensorflow_quietly():  # no oneDNN/CPU-feature notices, no cuInit error on a machine without a GPU
+    import tensorflow as tf
+    import keras
+    from keras import layers
+
+    tf.config.list_physical_devices("GPU")  # TensorFlow probes CUDA here, inside the filter
 
 from .classifier import Classifier
-from .preprocess import normalize
+from .preprocess import model_input
 
 CAM_LAYER = "cam_layer"
 EMBEDDING_LAYER = "embedding"
@@ -143,6 +149,7 @@ class KerasClassifier(Classifier):
         scalar = tf.TensorSpec([], tf.float32)
         self._forward = tf.function(self._forward_fn, input_signature=[image], reduce_retracing=True)
         self._embed_fn = tf.function(self._embedding_fn, input_signature=[image], reduce_retracing=True)
+        self._forward_embed = tf.function(self._forward_embed_fn, input_signature=[image], reduce_retracing=True)
         self._gradcam = tf.function(self._gradcam_fn, input_signature=[image, scalar, scalar],
                                     reduce_retracing=True)
 
@@ -162,12 +169,16 @@ class KerasClassifier(Classifier):
     def _embedding_fn(self, x):
         return tf.cast(self._views(x, training=False)[1], tf.float32)
 
+    def _forward_embed_fn(self, x):
+        _, emb, logits = self._views(x, training=False)
+        return tf.cast(logits, tf.float32), tf.cast(emb, tf.float32)
+
     def _gradcam_fn(self, x, threshold, temperature):
         with tf.GradientTape() as tape:
             # Watching the input records the graph even for a frozen (non-trainable) model;
             # the gradient below only walks back from the target to the CAM layer.
             tape.watch(x)
-            acts, _, logits = self._views(x, training=False)
+            acts, emb, logits = self._views(x, training=False)
             logits = tf.cast(logits, tf.float32)
             # Evidence for the label the model gives at its threshold: the log-odds
             # logit1 - logit0 if malignant, its negative if benign.
@@ -180,7 +191,7 @@ class KerasClassifier(Classifier):
         cam = tf.nn.relu(tf.reduce_sum(weights * acts, axis=-1, keepdims=True))
         size = tf.shape(x)[1:3]
         cam = tf.image.resize(cam, size, method="bilinear")[..., 0]
-        return logits, cam
+        return logits, cam, tf.cast(emb, tf.float32)
 
     def trace_counts(self) -> dict[str, int]:
         """How often each compiled function was traced (1 each after use: no retracing)."""
@@ -190,7 +201,7 @@ class KerasClassifier(Classifier):
 
     # --- Classifier hooks ---
     def _input(self, batch: np.ndarray) -> tf.Tensor:
-        return tf.convert_to_tensor(normalize(batch, self.mean, self.std, channels_last=True), tf.float32)
+        return tf.convert_to_tensor(model_input(batch, self.card, channels_last=True), tf.float32)
 
     def _logits(self, batch: np.ndarray) -> np.ndarray:
         out = [self._forward(self._input(batch[i:i + CHUNK])).numpy() for i in range(0, len(batch), CHUNK)]
@@ -200,12 +211,21 @@ class KerasClassifier(Classifier):
         out = [self._embed_fn(self._input(batch[i:i + CHUNK])).numpy() for i in range(0, len(batch), CHUNK)]
         return np.concatenate(out)
 
-    def _explain(self, batch: np.ndarray, method: str) -> tuple[np.ndarray, np.ndarray]:
+    def _explain(self, batch: np.ndarray, method: str, threshold: float | None = None) -> tuple[np.ndarray, np.ndarray]:
+        return self._explain_embed(batch, method, threshold)[:2]
+
+    def _explain_embed(self, batch: np.ndarray, method: str, threshold: float | None = None
+                       ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         if method != "gradcam":
             raise ValueError(f"{self.name} supports only gradcam, not {method!r}")
-        logits, cam = self._gradcam(self._input(batch), tf.constant(self.threshold, tf.float32),
-                                    tf.constant(self.temperature, tf.float32))
-        return logits.numpy()[0], cam.numpy()[0]
+        thr = self.threshold if threshold is None else threshold
+        logits, cam, emb = self._gradcam(self._input(batch), tf.constant(thr, tf.float32),
+                                         tf.constant(self.temperature, tf.float32))
+        return logits.numpy()[0], cam.numpy()[0], emb.numpy()[0]
+
+    def _logits_embed(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        pairs = [self._forward_embed(self._input(batch[i:i + CHUNK])) for i in range(0, len(batch), CHUNK)]
+        return (np.concatenate([p[0].numpy() for p in pairs]), np.concatenate([p[1].numpy() for p in pairs]))
 
 
 # ------------------------------------------------------------------ saving

@@ -67,13 +67,6 @@ def untrained_classifier(name: str, image_size: int | None = None, seed: int = 0
     return TorchClassifier(build_for_inference(name), card)
 
 
-def available_models() -> dict[str, bool]:
-    """Model name -> whether shipped weights exist."""
-    from .registry import MODEL_NAMES
-
-    return {n: shipped_checkpoint(n).exists() and card_path(shipped_checkpoint(n)).exists() for n in MODEL_NAMES}
-
-
 def save_torch_weights(model, card: dict[str, Any], path: str | os.PathLike, half: bool = False) -> Path:
     """Write `<path>` (state dict, optionally fp16) and `<path>.json` (the card), each atomically."""
     import io

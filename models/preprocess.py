@@ -156,9 +156,7 @@ def _to_rgb(img: Image.Image) -> Image.Image:
         img = img.convert("RGBA")
         background = Image.new("RGBA", img.size, (255, 255, 255, 255))
         return Image.alpha_composite(background, img).convert("RGB")
-    if mode == "CMYK":
-        return img.convert("RGB")
-    return img.convert("RGB")
+    return img.convert("RGB")  # CMYK, YCbCr, LAB, HSV, 1, L ...
 
 
 def to_model_size(img: Image.Image, size: int) -> np.ndarray:
@@ -194,6 +192,39 @@ def normalize(batch, mean: Sequence[float], std: Sequence[float], channels_last:
     m = np.asarray(mean, dtype=np.float32).reshape(shape) * 255.0
     s = np.asarray(std, dtype=np.float32).reshape(shape) * 255.0
     return (arr - m) / s
+
+
+def shades_of_gray(batch, p: float = 6.0, channels_last: bool = False):
+    """Colour constancy (Finlayson & Trezzi's Shades of Gray): estimate each image's illuminant as
+    the p-norm mean of each channel and scale the channels so it becomes grey. Float or uint8
+    batch in [0, 255] (torch tensor or numpy array, NCHW or NHWC) -> float batch in [0, 255]."""
+    axes = (1, 2) if channels_last else (2, 3)
+    shape_c = -1 if channels_last else 1
+    if type(batch).__module__.startswith("torch"):
+        x = batch.float()
+        illum = x.clamp(min=0).pow(p).mean(dim=axes, keepdim=True).pow(1.0 / p).clamp(min=1e-3)
+        grey = illum.mean(dim=shape_c, keepdim=True)
+        return (x * (grey / illum)).clamp(0, 255)
+    x = np.asarray(batch, dtype=np.float32)
+    illum = np.maximum(np.power(np.power(np.maximum(x, 0), p).mean(axis=axes, keepdims=True), 1.0 / p), 1e-3)
+    grey = illum.mean(axis=shape_c, keepdims=True)
+    return np.clip(x * (grey / illum), 0, 255)
+
+
+COLOUR_CONSTANCY = {"shades_of_gray": shades_of_gray}
+
+
+def model_input(batch, card: dict, channels_last: bool = False):
+    """uint8 (or float [0, 255]) batch -> what the network takes: the card's colour constancy
+    (`card["preprocessing"]`), then its mean/std. Training (after augmentation) and inference call
+    this one function, so the two can never prepare pixels differently."""
+    pre = card.get("preprocessing") or {}
+    method = pre.get("colour_constancy")
+    if method:
+        if method not in COLOUR_CONSTANCY:
+            raise ValueError(f"unknown colour constancy {method!r} in the model card")
+        batch = COLOUR_CONSTANCY[method](batch, float(pre.get("colour_constancy_p", 6.0)), channels_last)
+    return normalize(batch, card["mean"], card["std"], channels_last=channels_last)
 
 
 def prepare(source: ImageSource, size: int) -> np.ndarray:

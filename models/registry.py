@@ -7,12 +7,13 @@ the fields every card has, so a checkpoint made by any path is readable by every
 from __future__ import annotations
 
 import json
+import math
 import os
 import subprocess
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
 CLASSES = ["benign", "malignant"]
@@ -140,3 +141,56 @@ def weights_dir() -> Path:
 
 def shipped_checkpoint(name: str) -> Path:
     return weights_dir() / f"{name}{spec(name).checkpoint_ext}"
+
+
+# ------------------------------------------------------------------ shipped weights, file stamps
+
+def file_stamp(path: str | os.PathLike) -> int:
+    """The file's modification time in ns (0 when it is missing): the part of a cache key that
+    changes when a checkpoint, its card or a data folder is replaced."""
+    try:
+        return Path(path).stat().st_mtime_ns
+    except OSError:
+        return 0
+
+
+def checkpoint_stamp(checkpoint: str | os.PathLike) -> tuple[int, int]:
+    """(checkpoint, model card) modification times: a retrained or promoted model is another key."""
+    return file_stamp(checkpoint), file_stamp(card_path(checkpoint))
+
+
+def shipped_card(name: str) -> dict[str, Any] | None:
+    """The model card of the shipped checkpoint (read from JSON: no framework import), or None
+    when the checkpoint or its card is missing or unreadable."""
+    ckpt = shipped_checkpoint(name)
+    path = card_path(ckpt)
+    if not (ckpt.exists() and path.is_file()):
+        return None
+    try:
+        return read_card(path)
+    except (OSError, ValueError):
+        return None
+
+
+def has_weights(name: str) -> bool:
+    return shipped_card(name) is not None
+
+
+def models_with_weights() -> list[str]:
+    return [n for n in MODEL_NAMES if has_weights(n)]
+
+
+def default_model(names: Sequence[str] | None = None) -> str:
+    """The best available model by validation AUC, PyTorch first (the Keras one imports TensorFlow),
+    trained before untrained."""
+    avail = list(names) if names is not None else models_with_weights()
+    if not avail:
+        return "torch_cnn"
+
+    def key(n: str):
+        card = shipped_card(n) or {}
+        auc = (card.get("validation") or {}).get("auc")
+        auc = float(auc) if isinstance(auc, (int, float)) and math.isfinite(auc) else -1.0
+        return (spec(n).framework != "keras", bool(card.get("epochs")), auc)
+
+    return max(avail, key=key)

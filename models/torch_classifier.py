@@ -17,7 +17,7 @@ import torch
 
 from .architectures import LesionNet
 from .classifier import Classifier, softmax_np
-from .preprocess import normalize
+from .preprocess import model_input
 from .registry import TORCH_CAM_METHODS
 
 
@@ -64,7 +64,7 @@ class TorchClassifier(Classifier):
 
     def _tensor(self, batch: np.ndarray) -> torch.Tensor:
         x = torch.from_numpy(np.ascontiguousarray(batch)).to(self.device).permute(0, 3, 1, 2)
-        return normalize(x, self.mean, self.std)
+        return model_input(x, self.card)
 
     def _logits(self, batch: np.ndarray) -> np.ndarray:
         with torch.inference_mode():
@@ -73,6 +73,23 @@ class TorchClassifier(Classifier):
     def _embed(self, batch: np.ndarray) -> np.ndarray:
         with torch.inference_mode():
             return self.model.embed(self._tensor(batch)).float().cpu().numpy()
+
+    def _logits_embed(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        with torch.inference_mode():
+            emb = self.model.embed(self._tensor(batch))
+            logits = self.model.head(self.model.dropout(emb))
+            return logits.float().cpu().numpy(), emb.float().cpu().numpy()
+
+    def _explain_embed(self, batch: np.ndarray, method: str, threshold: float | None = None
+                       ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The explained prediction, and the embedding its forward fed to the head (a pre-hook)."""
+        seen: dict[str, torch.Tensor] = {}
+        hook = self.model.head.register_forward_pre_hook(lambda m, inputs: seen.__setitem__("emb", inputs[0]))
+        try:
+            logits, heat = self._explain(batch, method, threshold)
+        finally:
+            hook.remove()
+        return logits, heat, seen["emb"].detach().float().cpu().numpy()[0]
 
     def _cam(self, method: str):
         cam = self._cams.get(method)
@@ -95,10 +112,10 @@ class TorchClassifier(Classifier):
             aag.release()
             cut.remove()
 
-    def _explain(self, batch: np.ndarray, method: str) -> tuple[np.ndarray, np.ndarray]:
+    def _explain(self, batch: np.ndarray, method: str, threshold: float | None = None) -> tuple[np.ndarray, np.ndarray]:
         cam = self._cam(method)
         x = self._tensor(batch)
-        target = _LogOddsTarget(self.threshold, self.temperature)
+        target = _LogOddsTarget(self.threshold if threshold is None else threshold, self.temperature)
         with self._hooks(cam), torch.enable_grad():
             heat = cam(input_tensor=x, targets=[target])
             logits = cam.outputs.detach().float().cpu().numpy()[0]

@@ -1,4 +1,5 @@
-"""models.anatomy: the numbers and images of the DenseNet lesson, checked against the model itself."""
+"""The DenseNet lesson's numbers and images (models.anatomy, models.inside) and its drawings and quiz
+(pages/densenet_graphs.py, pages/densenet_quiz.py), checked against the model itself."""
 
 from __future__ import annotations
 
@@ -11,10 +12,16 @@ import pytest
 import torch
 from torch import nn
 
-from models import anatomy, untrained_classifier
+from models import anatomy, inside, untrained_classifier
+from pages import densenet_graphs, densenet_quiz
 from training.synthetic import make_lesion
 
 ROOT = Path(__file__).resolve().parent.parent
+
+
+def count_edges(dot: str) -> int:
+    """Arrows in DOT text."""
+    return sum(1 for line in dot.splitlines() if "->" in line)
 SIZE = 64  # small inputs keep DenseNet161 passes fast on CPU
 
 
@@ -35,7 +42,7 @@ def table(clf):
 
 @pytest.fixture(scope="module")
 def view(clf):
-    return anatomy.look_inside(clf, make_lesion("malignant", SIZE, seed=3))
+    return inside.look_inside(clf, make_lesion("malignant", SIZE, seed=3))
 
 
 # ----------------------------------------------------------------------------- configuration
@@ -128,9 +135,9 @@ def test_probe_leaves_no_hooks(clf):
 
 @pytest.mark.parametrize("layers", [1, 4, 6, 12])
 def test_dense_block_dot_connects_every_layer_to_every_later_one(layers):
-    dot = anatomy.dense_block_dot(layers, 32, 64)
+    dot = densenet_graphs.dense_block_dot(layers, 32, 64)
     # input + layers: L(L+1)/2 edges; every one of the L+1 nodes also feeds the concatenation
-    assert anatomy.count_edges(dot) == anatomy.dense_connections(layers) + layers + 1
+    assert count_edges(dot) == anatomy.dense_connections(layers) + layers + 1
     for l in range(1, layers + 1):
         assert f"H{l}\\n{64 + (l - 1) * 32} → 32" in dot
         for src in ["x0"] + [f"h{i}" for i in range(1, l)]:  # every earlier node feeds H_l
@@ -140,18 +147,18 @@ def test_dense_block_dot_connects_every_layer_to_every_later_one(layers):
 
 
 def test_dot_changes_with_the_sliders():
-    base = anatomy.dense_block_dot(6, 48, 96)
-    assert anatomy.dense_block_dot(5, 48, 96) != base
-    assert anatomy.dense_block_dot(6, 12, 96) != base
+    base = densenet_graphs.dense_block_dot(6, 48, 96)
+    assert densenet_graphs.dense_block_dot(5, 48, 96) != base
+    assert densenet_graphs.dense_block_dot(6, 12, 96) != base
     with pytest.raises(ValueError):
-        anatomy.dense_block_dot(0, 48, 96)
+        densenet_graphs.dense_block_dot(0, 48, 96)
 
 
 def test_chains_have_linear_connections():
-    plain = anatomy.chain_dot(6, 96, residual=False, growth=48)
-    residual = anatomy.chain_dot(6, 96, residual=True)
-    assert anatomy.count_edges(plain) == 6 + 1
-    assert anatomy.count_edges(residual) == 2 * 6 + 1 + 6  # chain through the (+) nodes, 6 identities
+    plain = densenet_graphs.chain_dot(6, 96, residual=False, growth=48)
+    residual = densenet_graphs.chain_dot(6, 96, residual=True)
+    assert count_edges(plain) == 6 + 1
+    assert count_edges(residual) == 2 * 6 + 1 + 6  # chain through the (+) nodes, 6 identities
     assert residual.count("style=dashed") == 6
     assert "H2\\n48 → 48" in plain and "H2\\n96 → 96" in residual
 
@@ -181,7 +188,7 @@ def test_look_inside_shapes_match_the_table(view, table):
 
 def test_feature_maps_are_the_block_outputs(clf, features):
     img = make_lesion("benign", SIZE, seed=1)
-    maps = anatomy.block_feature_maps(clf, img, top=4)
+    maps = inside.look_inside(clf, img, top=4, cams=False).blocks
     x = clf._tensor(clf.prepare(img)[None])
     with torch.no_grad():
         for name, module in features.named_children():
@@ -228,7 +235,7 @@ def test_gradcam_per_block_matches_a_hand_computation(clf, view):
 def test_look_inside_leaves_the_classifier_as_it_was(clf):
     img = make_lesion("malignant", SIZE, seed=7)
     before = clf.explain(img)
-    anatomy.look_inside(clf, img)
+    inside.look_inside(clf, img)
     assert all(not m._forward_hooks for m in clf.model.modules())
     assert not any(p.requires_grad for p in clf.model.parameters())
     after = clf.explain(img)
@@ -240,11 +247,11 @@ def test_bad_input_is_an_image_error(clf):
     from models import ImageError
 
     with pytest.raises(ImageError):
-        anatomy.look_inside(clf, b"this is not a photo")
+        inside.look_inside(clf, b"this is not a photo")
 
 
 def test_depth_sentence_quotes_this_photo(view):
-    text = anatomy.depth_sentence(view)
+    text = densenet_quiz.depth_sentence(view)
     a, b = view.blocks[0], view.blocks[-1]
     assert f"{a.height}×{a.width}" in text and f"{b.height}×{b.width}" in text
     assert f"{b.channels}" in text and f"{a.cam_area:.0%}" in text
@@ -253,16 +260,16 @@ def test_depth_sentence_quotes_this_photo(view):
 def test_heat_area():
     heat = np.zeros((10, 10))
     heat[0, :5] = 1.0
-    assert anatomy.heat_area(heat, 0.5) == pytest.approx(0.03)  # 3 of 100 pixels hold >= half
-    assert anatomy.heat_area(np.ones((4, 4)), 0.5) == pytest.approx(0.5)
-    assert anatomy.heat_area(np.zeros((4, 4))) == 1.0
+    assert inside.heat_area(heat, 0.5) == pytest.approx(0.03)  # 3 of 100 pixels hold >= half
+    assert inside.heat_area(np.ones((4, 4)), 0.5) == pytest.approx(0.5)
+    assert inside.heat_area(np.zeros((4, 4))) == 1.0
 
 
 # ----------------------------------------------------------------------------- quiz
 
 
 def test_quiz_answers_come_from_the_model(clf, features, table):
-    qs = {q["key"]: q for q in anatomy.quiz_questions(clf, SIZE, table)}
+    qs = {q["key"]: q for q in densenet_quiz.quiz_questions(clf, SIZE, table)}
     assert len(qs) == 4
     last = list(features.denseblock3.children())[-1]
     assert qs["last_layer_inputs"]["answer"] == last.norm1.num_features
@@ -273,8 +280,8 @@ def test_quiz_answers_come_from_the_model(clf, features, table):
         side = features(torch.zeros(1, 3, SIZE, SIZE)).shape[-1]
     assert qs["last_block_side"]["answer"] == side
     q = qs["last_layer_inputs"]
-    assert anatomy.check_answer(q, q["answer"]) and anatomy.check_answer(q, float(q["answer"]))
-    assert not anatomy.check_answer(q, q["answer"] + 48) and not anatomy.check_answer(q, None)
+    assert densenet_quiz.check_answer(q, q["answer"]) and densenet_quiz.check_answer(q, float(q["answer"]))
+    assert not densenet_quiz.check_answer(q, q["answer"] + 48) and not densenet_quiz.check_answer(q, None)
     assert str(q["answer"]) in q["explanation"]
 
 
@@ -310,8 +317,6 @@ def test_reference_counts_agree_with_torchvision_metadata():
 
 @pytest.mark.slow
 def test_keras_row_counts_the_keras_model():
-    if not (ROOT / "models" / "keras_model.py").is_file():
-        pytest.skip("models/keras_model.py is not in this build")
     from models.keras_model import build_keras_cnn
 
     row = anatomy.model_summary("keras_cnn")
@@ -320,7 +325,7 @@ def test_keras_row_counts_the_keras_model():
 
 
 def test_importing_anatomy_loads_neither_streamlit_nor_tensorflow():
-    code = ("import sys, models.anatomy; "
+    code = ("import sys, models.anatomy, models.inside; "
             "bad = [m for m in ('tensorflow', 'keras', 'streamlit') if m in sys.modules]; "
             "assert not bad, bad")
     subprocess.run([sys.executable, "-c", code], cwd=ROOT, check=True, timeout=120)

