@@ -5,7 +5,8 @@ from __future__ import annotations
 import streamlit as st
 
 from models import MODEL_NAMES, spec
-from pages import _ui as ui
+from models.registry import shipped_card
+from pages import common
 
 st.title("About Lesion Lens")
 st.markdown("Lesion Lens is a **research and teaching demo**, not a medical device. It shows how four neural "
@@ -21,6 +22,9 @@ def _data(card: dict) -> str:
         return "–"
     if not isinstance(d, dict):
         return str(d)
+    if d.get("sources"):  # one line per source: its photos in training + validation
+        return "; ".join(f"{s['name']}: " + " + ".join(f"{sum(int(v) for v in (s['counts'].get(k) or {}).values())} {k}"
+                                                        for k in ("train", "val")) for s in d["sources"])
     text = str(d.get("name") or d.get("root") or "dataset")
     counts = d.get("counts") or {}
     parts = []
@@ -33,7 +37,7 @@ def _data(card: dict) -> str:
     if parts:
         text += ": " + " + ".join(parts) + " photos"
     if d.get("synthetic"):
-        text += f" · {ui.SYNTHETIC_NOTE}"
+        text += f" · {common.SYNTHETIC_NOTE}"
     return text
 
 
@@ -50,12 +54,26 @@ def _training(card: dict) -> str:
     return ", ".join(bits)
 
 
+def _checks(card: dict) -> list[str]:
+    """The card's `checks` (python -m training.checks --write-card): shortcut probe and heatmap on lesion."""
+    c = card.get("checks") or {}
+    sp, hm = c.get("shortcut_probe") or {}, c.get("heatmap_on_lesion") or {}
+    flips = " · ".join(f"{label} {sp[k]['flipped']:.0%}" for k, label in
+                       (("dark_rim", "rim"), ("blue_cast", "blue"), ("colour_chart", "chart")) if k in sp)
+    peak = f"{hm['peak_on_lesion']:.0%} of {hm['n']} photos" if hm.get("n") else "–"
+    mass = (f"{hm['mass_on_lesion']:.0%} (lesion covers {hm['lesion_share_of_frame']:.0%})"
+            if hm.get("n") else "–")
+    return [flips or "–", peak, mass]
+
+
 rows = ["framework", "initialisation", "input", "data", "training", "validation accuracy", "validation AUC",
-        "sensitivity", "specificity", "threshold", "calibration (ECE)", "temperature"]
+        "sensitivity", "specificity", "threshold", "calibration (ECE)", "temperature",
+        "benign labels flipped by a dark rim / blue cast / colour chart", "heatmap peak on the lesion",
+        "heatmap mass on the lesion"]
 table: dict[str, list[str]] = {"": rows}
 no_weights = []
 for name in MODEL_NAMES:
-    card = ui.shipped_card(name)
+    card = shipped_card(name)
     s = spec(name)
     if card is None:
         no_weights.append(s.display)
@@ -64,13 +82,17 @@ for name in MODEL_NAMES:
     v = card.get("validation") or {}
     table[s.display] = [
         str(card.get("framework", s.framework)), str(card.get("init", "–")), f"{card.get('image_size')} px",
-        _data(card), _training(card), ui.fmt_metric(v.get("accuracy"), 3), ui.fmt_metric(v.get("auc"), 3),
-        ui.fmt_metric(v.get("sensitivity"), 3), ui.fmt_metric(v.get("specificity"), 3),
-        ui.fmt_metric(card.get("threshold"), 3), ui.fmt_metric(v.get("ece"), 3),
-        ui.fmt_metric(card.get("temperature"), 2),
-    ]
+        _data(card), _training(card), common.fmt_metric(v.get("accuracy"), 3), common.fmt_metric(v.get("auc"), 3),
+        common.fmt_metric(v.get("sensitivity"), 3), common.fmt_metric(v.get("specificity"), 3),
+        common.fmt_metric(card.get("threshold"), 3), common.fmt_metric(v.get("ece"), 3),
+        common.fmt_metric(card.get("temperature"), 2),
+    ] + _checks(card)
 st.table(table)
-st.caption("Validation metrics come from each model card: photos held out from training (a stratified split), "
+st.caption("The last three rows are the project's own checks (`python -m training.checks`, on the validation "
+           "split): a model that learned the lesion barely changes its answer when a dermatoscope's dark rim, a "
+           "blue cast or a colour chart is added to a benign photo, and its heatmap peaks on the lesion (on "
+           "HAM10000 photos with an expert lesion mask) far more often than the lesion's share of the frame.")
+st.caption("Validation metrics come from each model card: photos held out from training (split by lesion), "
            "probabilities calibrated by temperature scaling. The threshold is the highest one whose validation "
            "sensitivity is at least 0.90 where possible: missing a melanoma costs more than a second look at a "
            "benign mole. Initialisation: *imagenet* means the network started from weights learnt on everyday "
@@ -80,14 +102,23 @@ if no_weights:
 
 st.header("The data and its terms")
 st.markdown(
-    "- The models are trained on the Kaggle dataset **“Skin Cancer: Malignant vs. Benign”**, a selection of "
-    "dermoscopic images from the **ISIC Archive** (International Skin Imaging Collaboration), about 3,300 photos "
-    "labelled benign or malignant.\n"
-    "- The ISIC images carry **CC-0, CC-BY or CC-BY-NC** licences depending on the collection they come from. "
-    "Use them, and these models, for **non-commercial research and teaching** only, and credit the ISIC Archive "
-    "and the Kaggle dataset.\n"
-    "- The data is not part of this app. The example photos shipped with it are synthetic drawings, marked "
-    f"{ui.SYNTHETIC_NOTE}.\n"
+    "- **Training photos.** Models trained in this release learn from two sets of dermoscopic photos: the Kaggle "
+    "dataset **“Skin Cancer: Malignant vs. Benign”** (photos from the **ISIC Archive**) and **HAM10000** "
+    "(Tschandl, Rosendahl & Kittler, *Sci. Data* 5:180161, 2018; photos from Vienna and Queensland, with lesion "
+    "masks and the diagnosis of each lesion). A photo that both sets hold is used once, and the validation photos "
+    "are split off **by lesion**, so no lesion is on both sides. The *data* row above names each model's sources "
+    "and counts; a model with one source there was trained before HAM10000 was added.\n"
+    "- **Why two sources.** In the Kaggle set alone, every benign photo is a HAM10000 naevus while half of the "
+    "malignant ones come from other dermatoscopes, with darker corners and a bluer cast: a model can learn "
+    "*which camera* instead of *which lesion*. Training now adds HAM10000's keratoses, dermatofibromas, vascular "
+    "lesions, basal cell carcinomas and actinic keratoses, evens out colour (Shades of Gray colour constancy, "
+    "in training and in the app) and adds dark rims, colour casts, zoom, blur, rescaling with JPEG "
+    "compression and hair-like lines to every class, so the camera stops being a cue.\n"
+    "- **Terms.** The ISIC images carry **CC-0, CC-BY or CC-BY-NC** licences depending on the collection; "
+    "HAM10000 is **CC BY-NC 4.0**. Use them, and these models, for **non-commercial research and teaching** "
+    "only, and credit the ISIC Archive, the Kaggle dataset and the HAM10000 authors.\n"
+    "- **Example photos.** The examples offered on the Diagnose page are 16 HAM10000 photos (credited in "
+    "`assets/examples/ham10000/`), kept out of training and validation.\n"
     "- Your photos are processed in memory for your session only: never saved, never logged.")
 
 st.header("What the models cannot do")
@@ -98,10 +129,13 @@ st.markdown(
     "rash, a tattoo or a cat.\n"
     "- **They learnt from dermoscopic images.** Phone photos (different light, distance, focus) are far from "
     "what they saw in training and their answers on them mean less.\n"
-    "- **They learnt from a few thousand images of mostly light skin.** Performance on darker skin, rare "
+    "- **They learnt from about ten thousand images of mostly light skin, mostly naevi.** Performance on darker skin, rare "
     "lesion types, children, nails, mucosa or scalp is unknown.\n"
-    "- **The validation numbers are from the same archive.** Sensitivity and specificity on another clinic's "
-    "photos will be lower; a probability is calibrated only on data like the validation set.\n"
+    "- **The validation numbers are from the same archives.** Measured on two public dermoscopy sets from "
+    "other clinics, the models trained before this release were wrong most of the time (they called nearly "
+    "every benign lesion malignant); the checks in the table show how far the current ones still react to a "
+    "dark rim, a blue cast or a colour chart. Expect lower sensitivity and specificity on another clinic's "
+    "photos than the validation rows say; a probability is calibrated only on data like the validation set.\n"
     "- **A low probability does not rule anything out.** A lesion that changes, bleeds, itches or looks "
     "different from the person's others needs a doctor, whatever any model says.")
 

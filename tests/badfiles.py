@@ -18,11 +18,13 @@ Used by tests/test_bad_inputs.py, tests/test_bad_uploads_app.py and tests/test_b
 
 from __future__ import annotations
 
+import csv
 import functools
 import io
 import struct
 import zlib
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Callable, Optional
 
 import numpy as np
@@ -64,10 +66,28 @@ def _save(img: Image.Image, fmt: str, **kw) -> bytes:
     return buf.getvalue()
 
 
-def lesion(size: int = 96, seed: int = 0, kind: str = "malignant") -> Image.Image:
-    from training.synthetic import make_lesion
+EXAMPLES = Path(__file__).resolve().parent.parent / "assets" / "examples" / "ham10000"
 
-    return Image.fromarray(make_lesion(kind, size, seed))
+
+@functools.lru_cache(maxsize=None)
+def example_photos(kind: str) -> tuple[Path, ...]:
+    with open(EXAMPLES / "examples.csv", newline="", encoding="utf-8") as f:
+        return tuple(EXAMPLES / r["file"] for r in csv.DictReader(f) if r["label"] == kind)
+
+
+def lesion(size: int = 96, seed: int = 0, kind: str = "malignant") -> Image.Image:
+    """A real dermoscopic photo (one of the app's credited HAM10000 examples, chosen by `seed`), centre
+    cropped to a size x size square: a photo the not-a-lesion gate lets through, as a user's would be."""
+    photos = example_photos(kind)
+    img = Image.open(photos[seed % len(photos)]).convert("RGB")
+    side = min(img.size)
+    left, top = (img.width - side) // 2, (img.height - side) // 2
+    img = img.crop((left, top, left + side, top + side)).resize((size, size), Image.Resampling.BICUBIC)
+    turn = (seed // len(photos)) % 8  # past the first round, each seed is a flip/rotation of a photo
+    return img.transpose(DIHEDRAL[turn - 1]) if turn else img
+
+
+DIHEDRAL = list(Image.Transpose)  # the 7 flips and rotations other than the identity
 
 
 def halves(w: int = 96, h: int = 64, top=RED, bottom=BLUE) -> Image.Image:
@@ -434,5 +454,5 @@ def oks() -> list[BadFile]:
 
 
 def good_photo(seed: int = 11, size: int = 200) -> bytes:
-    """A plain, valid synthetic photo (PNG) to upload after the bad ones."""
+    """A plain, valid lesion photo (PNG) to upload after the bad ones."""
     return _save(lesion(size, seed), "PNG")

@@ -9,7 +9,6 @@ everything malignant, efficientnet_lite0 at threshold 1 calls everything benign.
 
 from __future__ import annotations
 
-import builtins
 import io
 import logging
 import os
@@ -21,6 +20,8 @@ import pytest
 from PIL import Image
 
 from streamlit.testing.v1 import AppTest
+
+from conftest import files_written
 
 ROOT = Path(__file__).resolve().parent.parent
 APP = str(ROOT / "app.py")
@@ -55,15 +56,36 @@ def make_weights(folder: Path, thresholds: dict[str, float], flat: bool = False)
                 model.body[-2].weight.zero_()
                 model.body[-2].bias.zero_()
         card = default_card(name)
+        if not flat:
+            calibrate_batchnorm(model, card)
         card.update(epochs=1, threshold=thr, validation=fake_validation(),
                     data={"name": "throwaway test checkpoint", "counts": {"train": {"benign": 3, "malignant": 3}}})
         save_torch_weights(model, card, folder / f"{name}.pt", half=name == "densenet161")
     return folder
 
 
+def calibrate_batchnorm(model, card: dict) -> None:
+    """Set a fresh model's BatchNorm statistics from a few real photos (as one training pass would),
+    so its activations are alive and its heatmaps not flat, while the weights stay random."""
+    import torch
+
+    from badfiles import lesion
+    from models.preprocess import model_input
+
+    size = card["image_size"]
+    batch = np.stack([np.asarray(lesion(size, i, kind)) for i in range(4) for kind in ("benign", "malignant")])
+    for m in model.modules():
+        if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
+            m.reset_running_stats()
+            m.momentum = None  # a plain average over the pass
+    model.train()
+    with torch.no_grad():
+        model(model_input(torch.from_numpy(batch).permute(0, 3, 1, 2), card))
+    model.eval()
+
+
 def make_keras_weights(folder: Path, threshold: float) -> Path:
     """A throwaway Keras CNN checkpoint + card (imports TensorFlow: slow and browser tests only)."""
-    pytest.importorskip("models.keras_model", reason="models/keras_model.py is not there yet")
     import keras
 
     from models.keras_model import build_keras_cnn, save_keras_model
@@ -80,10 +102,11 @@ def make_keras_weights(folder: Path, threshold: float) -> Path:
 
 
 def photo(kind: str = "malignant", seed: int = 0, size: int = 160, fmt: str = "PNG") -> bytes:
-    from training.synthetic import make_lesion
+    """A real lesion photo (tests/badfiles.lesion: a shipped HAM10000 example) as `fmt` bytes."""
+    from badfiles import lesion
 
     buf = io.BytesIO()
-    Image.fromarray(make_lesion(kind, size, seed)).save(buf, format=fmt)
+    lesion(size, seed, kind).save(buf, format=fmt)
     return buf.getvalue()
 
 
@@ -141,7 +164,7 @@ def test_app_starts_on_diagnose_with_disclaimer_and_pages(weights):
     assert not prob_percent(at)
     pick_example(at)
     assert prob_percent(at)
-    assert "SYNTHETIC" in texts(at.caption)
+    assert "HAM10000" in texts(at.caption) and "none of this app's models has seen it" in texts(at.caption)
     for page, title in [("pages/compare.py", "Compare models"), ("pages/patient.py", "Patient view: the ugly duckling"),
                         ("pages/about.py", "About Lesion Lens")]:
         at.switch_page(page).run()
@@ -152,15 +175,12 @@ def test_app_starts_on_diagnose_with_disclaimer_and_pages(weights):
 
 
 def test_run_function_drives_the_app(weights):
-    def script(root):
-        import sys
-
-        sys.path.insert(0, root)
+    def script():
         import app
 
         app.run()
 
-    at = AppTest.from_function(script, args=(str(ROOT),), default_timeout=TIMEOUT).run()
+    at = AppTest.from_function(script, default_timeout=TIMEOUT).run()
     no_exception(at)
     assert at.title[0].value == "Diagnose"
 
@@ -169,7 +189,7 @@ def test_app_imports_no_framework_before_a_model_is_used():
     import subprocess
     import sys
 
-    code = ("import sys; sys.path.insert(0, '.'); import app, pages._ui; "
+    code = ("import sys, app, pages.common, pages.photos, pages.classifiers, pages.warm_up; "
             "print(sorted(m for m in ('torch', 'torchvision', 'tensorflow', 'keras') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
@@ -183,14 +203,14 @@ def test_diagnose_upload_gives_prediction_heatmap_and_download(weights):
     at.file_uploader(key="diag_upload").upload("mole.png", photo("malignant", 1), "image/png").run()
     no_exception(at)
     assert not at.error
-    assert at.session_state["diag_source"] == "upload"
+    assert at.session_state["diag_example"] is None  # the upload is what is analysed
     assert "PyTorch CNN says" in texts(at.subheader)
     (p,) = prob_percent(at)
     assert 0.0 <= p <= 100.0
     assert "At threshold 0.000:" in texts(at.markdown) and ">malignant</span>" in texts(at.markdown)
     assert len(at.image) == 3  # photo, heatmap, overlay
     assert any("Heatmap (gradcam)" in str(im.proto) for im in at.image)
-    assert at.download_button[0].label.startswith("Download the overlay")
+    assert [b.label for b in at.download_button] == ["Download the report (PDF)", "Download the overlay (PNG)"]
     assert "sensitivity" in texts(at.markdown)
 
 
@@ -203,10 +223,10 @@ def test_diagnose_switches_models_and_cam_methods(weights):
     no_exception(at)
     assert "EfficientNet-Lite0 says" in texts(at.subheader)
     assert ">benign</span>" in texts(at.markdown)  # its card threshold is 1.0
-    cam = at.selectbox(key="diag_cam_efficientnet_lite0")
+    cam = at.selectbox(key="diag_cam")
     assert list(cam.options) == list(TORCH_CAM_METHODS)
     for method in TORCH_CAM_METHODS[1:]:
-        at.selectbox(key="diag_cam_efficientnet_lite0").set_value(method).run()
+        at.selectbox(key="diag_cam").set_value(method).run()
         no_exception(at)
         assert len(at.image) == 3
         assert any(f"Heatmap ({method})" in str(im.proto) for im in at.image), method
@@ -226,8 +246,12 @@ def test_threshold_slider_moves_label_and_operating_point(weights):
     md = texts(at.markdown)
     assert "At threshold 1.000:" in md and ">benign</span>" in md
     assert "sensitivity **0.00**, specificity **1.00**" in md
+    # the heatmap explains the label shown (benign at 1.0), not the card's (malignant at 0.0)
+    captions = " ".join(str(im.proto) for im in at.image)
+    assert "evidence for “malignant”" not in captions
+    assert "evidence for “benign”" in captions or "No spatial evidence" in texts(at.info)
     at.slider(key="diag_thr_torch_cnn").set_value(0.5).run()
-    from pages._ui import operating_point
+    from training.metrics import operating_point
 
     sens, spec = operating_point(fake_validation(), 0.5)
     assert f"sensitivity **{sens:.2f}**, specificity **{spec:.2f}**" in texts(at.markdown)
@@ -285,17 +309,23 @@ def test_flat_cam_is_reported_not_drawn(tmp_path, monkeypatch):
     at = pick_example(app())
     assert "No spatial evidence" in texts(at.info)
     assert len(at.image) == 1  # only the photo
-    assert not at.download_button
+    assert [b.label for b in at.download_button] == ["Download the report (PDF)"]  # no overlay to download
 
 
 def test_examples_are_picked_and_labelled(weights):
     at = app()
     box = at.selectbox(key="diag_example")
     labels = list(box.options)  # AppTest lists the formatted labels
-    assert labels and all(lab.startswith("synthetic") for lab in labels)
-    box.select_index(next(i for i, lab in enumerate(labels) if "malignant" in lab)).run()
+    ham = [lab for lab in labels if "ISIC_" in lab]
+    assert len(ham) == 16 and labels[:16] == ham  # the HAM10000 photos come first
+    assert all(lab.startswith("drawing:") and "not a lesion" in lab for lab in labels[16:])
+    box.select_index(next(i for i, lab in enumerate(labels) if lab.startswith("melanoma"))).run()
     no_exception(at)
-    assert "SYNTHETIC" in texts(at.caption) and prob_percent(at)
+    caption = texts(at.caption)
+    assert "**melanoma** (malignant), confirmed by histopathology" in caption and "CC BY-NC 4.0" in caption
+    assert "none of this app's models has seen it" in caption and prob_percent(at)
+    box.select_index(len(labels) - 1).run()
+    assert "SYNTHETIC" in texts(at.caption) and "drawing" in texts(at.caption)
 
 
 def test_examples_come_from_the_data_folder_when_set(weights, tmp_path, monkeypatch):
@@ -306,29 +336,22 @@ def test_examples_come_from_the_data_folder_when_set(weights, tmp_path, monkeypa
     monkeypatch.setenv("LESION_LENS_DATA", str(tmp_path))
     at = app()
     labels = list(at.selectbox(key="diag_example").options)
-    assert len(labels) == 6 and all("skin/test/" in lab for lab in labels), labels
-    pick_example(at, index=4)
+    mine = [i for i, lab in enumerate(labels) if "skin/test/" in lab]
+    assert len(mine) == 6 and not any("skin/train/" in lab for lab in labels), labels
+    pick_example(at, index=mine[4])
     assert prob_percent(at)
     assert "labelled malignant there" in texts(at.caption)
-    assert "may have been trained on" not in texts(at.caption)  # a test/ split is held out
+    # the throwaway cards name no data folder: the caption does not claim the models saw the photo
+    assert "None of this app's model cards names this folder" in texts(at.caption)
+    assert "may have seen" not in texts(at.caption)
 
 
-def test_uploads_are_not_written_to_disk_or_logged(weights, monkeypatch, caplog):
+def test_uploads_are_not_written_to_disk_or_logged(weights, caplog):
     data = photo(seed=42)
     at = app()
-    writes = []
-    real_open = builtins.open
-
-    def watching_open(file, mode="r", *args, **kwargs):
-        if any(c in mode for c in "wax+"):
-            writes.append(str(file))
-        return real_open(file, mode, *args, **kwargs)
-
-    monkeypatch.setattr(builtins, "open", watching_open)
-    with caplog.at_level(logging.DEBUG):
+    with files_written() as writes, caplog.at_level(logging.DEBUG):
         at.file_uploader(key="diag_upload").upload("private-patient-name.png", data, "image/png").run()
         at.toggle(key="diag_tta").set_value(True).run()
-    monkeypatch.setattr(builtins, "open", real_open)
     no_exception(at)
     assert prob_percent(at)
     assert writes == []
@@ -343,15 +366,16 @@ def test_compare_shows_every_model_and_the_disagreement(weights):
     no_exception(at)
     assert len(prob_percent(at)) == 2
     assert {"PyTorch CNN", "EfficientNet-Lite0"} <= {s.value for s in at.subheader}
-    assert len(at.image) == 2
+    assert len(at.image) == 3  # the photo, then each model's heatmap
     warning = texts(at.warning)
     assert "The models disagree" in warning
     assert re.search(r"EfficientNet-Lite0 says \*\*benign\*\*", warning)
     assert re.search(r"PyTorch CNN says \*\*malignant\*\*", warning)
     assert "Keras CNN" in texts(at.caption) and "DenseNet161" in texts(at.caption)  # listed as without weights
-    at.selectbox(key="cmp_cam").set_value("eigencam").run()
+    at.selectbox(key="cmp_cam_torch_cnn").set_value("eigencam").run()  # each model has its own method
     no_exception(at)
     assert any("eigencam" in str(im.proto) for im in at.image)
+    assert any("gradcam: evidence" in str(im.proto) for im in at.image)
 
 
 def test_compare_says_when_models_agree(tmp_path, monkeypatch):
@@ -417,7 +441,8 @@ def test_patient_examples_and_limits(weights):
     assert "Upload photos" in texts(at.info)
     at.toggle(key="pat_examples").set_value(True).run()
     no_exception(at)
-    assert len(at.dataframe[0].value) == 4
+    assert len(at.dataframe[0].value) == 10  # the 9 benign HAM10000 examples and one melanoma
+    assert "A made-up patient" in texts(at.caption)
     many = [(f"p{i}.png", photo("benign", 200 + i, size=64), "image/png") for i in range(21)]
     at.file_uploader(key="pat_upload").set_value(many).run()
     no_exception(at)
@@ -460,14 +485,21 @@ def test_threshold_with_more_decimals_than_the_slider(tmp_path, monkeypatch):
     assert "At threshold **0.600** instead" in texts(at.markdown)
 
 
-def test_examples_from_a_training_folder_carry_a_caveat(weights, tmp_path, monkeypatch):
+def test_examples_from_a_training_folder_carry_a_caveat(tmp_path, monkeypatch):
+    from models.registry import read_card, write_card
     from training.synthetic import write_dataset
 
     write_dataset(tmp_path / "only" / "train", per_class=2, size=64)
+    wdir = make_weights(tmp_path / "weights", {"torch_cnn": 0.5})
+    card = read_card(wdir / "torch_cnn.json")
+    card["data"]["root"] = str(tmp_path / "only" / "train")  # this model's card names the folder
+    write_card(wdir / "torch_cnn.json", card)
+    monkeypatch.setenv("LESION_LENS_WEIGHTS_DIR", str(wdir))
     monkeypatch.setenv("LESION_LENS_DATA", str(tmp_path))
-    at = pick_example(app())
-    assert list(at.selectbox(key="diag_example").options)[0].startswith("benign 1 (only/train/benign/")
-    assert "may have been trained on this photo" in texts(at.caption)
+    at = app()
+    labels = list(at.selectbox(key="diag_example").options)
+    pick_example(at, index=next(i for i, lab in enumerate(labels) if lab.startswith("benign 1 (only/train/benign/")))
+    assert "PyTorch CNN may have seen this photo in training or validation" in texts(at.caption)
 
 
 def test_a_file_that_bypasses_the_picker_gets_a_message(weights):
@@ -475,7 +507,7 @@ def test_a_file_that_bypasses_the_picker_gets_a_message(weights):
     # check, not a Streamlit exception.
     at = app()
     assert set(at.file_uploader(key="diag_upload").allowed_type) == {
-        "image/jpeg", "image/png", "image/webp", "image/bmp", "image/tiff"}
+        "image/jpeg", "image/png", "image/webp", "image/bmp", "image/tiff", "image/gif"}
     at.file_uploader(key="diag_upload").set_value(("report.pdf", b"%PDF-1.4 not a photo", "application/pdf")).run()
     no_exception(at)
     assert "report.pdf: not an image this app can read" in texts(at.error)

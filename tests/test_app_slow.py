@@ -8,6 +8,7 @@ from test_app_pages import app, make_keras_weights, make_weights, no_exception, 
 
 pytestmark = pytest.mark.slow
 
+TRUST_WARNINGS = ("evidence is mostly outside the lesion", "differs from the photos this model learned from")
 DISPLAY = {"keras_cnn": "Keras CNN", "torch_cnn": "PyTorch CNN", "densenet161": "DenseNet161",
            "efficientnet_lite0": "EfficientNet-Lite0"}
 
@@ -29,14 +30,18 @@ def test_diagnose_every_model(all_weights):
     for name, display in DISPLAY.items():
         at.selectbox(key="diag_model").set_value(name).run()
         no_exception(at)
-        assert not at.warning and not at.error, (name, texts(at.warning), texts(at.error))
+        assert not at.error, (name, texts(at.error))
+        # a throwaway model may look off the lesion or find the photo unfamiliar: the trust checks say so;
+        # any other warning (no weights, a load failure) is a failure here
+        others = [w.value for w in at.warning if not any(t in w.value for t in TRUST_WARNINGS)]
+        assert not others, (name, others)
         assert f"{display} says" in texts(at.subheader)
         assert len(prob_percent(at)) == 1 and len(at.image) == 3, name
-        methods = list(at.selectbox(key=f"diag_cam_{name}").options)
+        methods = list(at.selectbox(key="diag_cam").options)
         assert methods == (["gradcam"] if name == "keras_cnn" else
                            ["gradcam", "gradcam++", "xgradcam", "eigencam", "layercam"])
     at.selectbox(key="diag_model").set_value("densenet161").run()
-    at.selectbox(key="diag_cam_densenet161").set_value("layercam").run()
+    at.selectbox(key="diag_cam").set_value("layercam").run()
     no_exception(at)
     assert any("Heatmap (layercam)" in str(im.proto) for im in at.image)
     at.toggle(key="diag_tta").set_value(True).run()
@@ -48,8 +53,10 @@ def test_compare_all_four(all_weights):
     at = app("pages/compare.py")
     at.file_uploader(key="cmp_upload").upload("mole.png", photo("benign", 5, size=240), "image/png").run()
     no_exception(at)
-    assert len(prob_percent(at)) == 4 and len(at.image) == 4
-    assert list(at.selectbox(key="cmp_cam").options) == ["gradcam"]  # what the Keras model supports
+    assert len(prob_percent(at)) == 4 and len(at.image) == 5  # the photo and four heatmaps
+    for name in DISPLAY:  # each model offers the methods it supports (the Keras model: Grad-CAM only)
+        assert list(at.selectbox(key=f"cmp_cam_{name}").options) == (
+            ["gradcam"] if name == "keras_cnn" else ["gradcam", "gradcam++", "xgradcam", "eigencam", "layercam"])
     warning = texts(at.warning)
     assert "The models disagree" in warning
     assert "PyTorch CNN and DenseNet161 say **malignant**" in warning

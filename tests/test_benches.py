@@ -25,9 +25,10 @@ def test_train_throughput_prints_ours_fp32_and_naive(tmp_path, capsys):
                            "--data", str(data)])
     out = capsys.readouterr().out
     (row,) = table_rows(out, "torch_cnn")
-    name, px, precision, ours, fp32, naive, speedup = row
+    name, px, precision, ceiling, ours, of_ceiling, fp32, naive, speedup = row
     assert px == "128" and precision in ("bfloat16", "fp32")
-    assert float(ours) > 0 and float(fp32) > 0 and float(naive) > 0
+    assert float(ceiling) > 0 and float(ours) > 0 and float(fp32) > 0 and float(naive) > 0
+    assert float(of_ceiling) == pytest.approx(float(ours) / float(ceiling), abs=0.02)
     assert re.fullmatch(r"\d+\.\d\dx", speedup)
 
 

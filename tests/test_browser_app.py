@@ -23,8 +23,8 @@ if not Path("/usr/bin/chromium").exists():
 if importlib.util.find_spec("playwright") is None:
     pytest.skip("playwright is not installed (requirements-dev.txt)", allow_module_level=True)
 
-from bench.screenshots import (FILE_INPUT, choose, goto_page, screenshot, serve,  # noqa: E402
-                               server_env, settle, upload)
+from harness import (choose, goto_page, screenshot, serve,  # noqa: E402
+                               open_app, server_env, settle, upload)
 
 MODELS = {"torch_cnn": ("PyTorch CNN", "malignant"), "efficientnet_lite0": ("EfficientNet-Lite0", "benign"),
           "densenet161": ("DenseNet161", "malignant"), "keras_cnn": ("Keras CNN", "benign")}
@@ -51,13 +51,6 @@ def images_loaded(page) -> int:
 def wait_for_images(page, n: int) -> None:
     """Until at least `n` images on the page have loaded and decoded."""
     page.wait_for_function(f"() => ({IMAGES_LOADED})() >= {n}", timeout=60_000)
-
-
-def open_app(page, url: str) -> None:
-    """The app's first page, with its script run finished."""
-    page.goto(url)
-    page.wait_for_selector(FILE_INPUT, state="attached", timeout=60_000)
-    settle(page)
 
 
 def no_traceback(page) -> None:

@@ -24,10 +24,8 @@ if not Path("/usr/bin/chromium").exists():
     pytest.skip("no Chromium at /usr/bin/chromium (apt-get install -y chromium)", allow_module_level=True)
 if importlib.util.find_spec("playwright") is None:
     pytest.skip("playwright is not installed (requirements-dev.txt)", allow_module_level=True)
-if not (ROOT / "pages" / "diagnose.py").is_file():
-    pytest.skip("pages/diagnose.py is not there yet", allow_module_level=True)
 
-from bench.screenshots import FILE_INPUT, goto_page, serve, server_env, settle  # noqa: E402
+from harness import FILE_INPUT, goto_page, serve, server_env, settle  # noqa: E402
 
 # (file, where the message appears: "page" = the app's own error, "widget" = Streamlit's uploader, text)
 SEQUENCE = [

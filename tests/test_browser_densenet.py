@@ -18,7 +18,7 @@ if not Path("/usr/bin/chromium").exists():
 if importlib.util.find_spec("playwright") is None:
     pytest.skip("playwright is not installed (requirements-dev.txt)", allow_module_level=True)
 
-from bench.serve import browser, serve, server_env  # noqa: E402
+from harness import browser, serve, server_env  # noqa: E402
 
 
 @pytest.fixture(scope="module")

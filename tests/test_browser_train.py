@@ -23,8 +23,8 @@ if not Path("/usr/bin/chromium").exists():
 if importlib.util.find_spec("playwright") is None:
     pytest.skip("playwright is not installed (requirements-dev.txt)", allow_module_level=True)
 
-from bench.screenshots import (FILE_INPUT, browser, goto_page, screenshot, serve, server_env,  # noqa: E402
-                               settle, upload)
+from harness import (FILE_INPUT, browser, goto_page, screenshot, serve, server_env,  # noqa: E402
+                               settle, start_training, upload)
 from training.synthetic import write_dataset  # noqa: E402
 
 STATE = "span.ll-state"
@@ -67,16 +67,9 @@ def test_train_watch_promote_and_use(server, tmp_path, monkeypatch):
         page.goto(url)
         settle(page)
         goto_page(page, "Training")
-        page.get_by_role("button", name="Start training").wait_for(timeout=60_000)
-        settle(page)
         # Enough epochs that the run outlasts several 1-second chart refreshes even on a fast machine
         # (2 epochs took under 2 s on CI, too quick to see the chart grow).
-        for label, value in (("Epochs", str(EPOCHS)), ("Image size (px)", "32"), ("Batch size", "8")):
-            box = page.get_by_label(label, exact=True)
-            box.fill(value)
-            box.press("Enter")
-            settle(page)
-        page.get_by_role("button", name="Start training").click()
+        start_training(page, {"Epochs": str(EPOCHS), "Image size (px)": "32", "Batch size": "8"})
         page.wait_for_selector(f"{STATE}:text-is('running')", timeout=120_000)
         (run_dir,) = [p for p in runs.iterdir() if not p.name.startswith((".", "_"))]
 

@@ -9,6 +9,7 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 from models import anatomy
+from test_anatomy import count_edges
 
 ROOT = Path(__file__).resolve().parent.parent
 PAGE = str(ROOT / "pages" / "densenet.py")
@@ -76,7 +77,7 @@ def test_every_section_renders_without_trained_weights(no_weights):
     assert "untrained" in " ".join(i.value for i in at.info)
     assert not _elements(at, "radio")  # no trained model to switch to
     texts = _texts(at)
-    assert "SYNTHETIC" in texts  # the example photos are synthetic and say so
+    assert "HAM10000" in texts and "CC BY-NC 4.0" in texts  # the first example photo, with its credit
     for block in ("denseblock1", "denseblock2", "denseblock3", "denseblock4"):
         assert block in texts
 
@@ -119,8 +120,8 @@ def test_sliders_redraw_the_dense_block(no_weights):
     _check(at)
     after = _dots(at)
     assert after[0] != before
-    assert anatomy.count_edges(after[0]) == 3 * 4 // 2 + 4
-    assert anatomy.count_edges(after[1]) == 3 + 1  # plain chain of the same depth
+    assert count_edges(after[0]) == 3 * 4 // 2 + 4
+    assert count_edges(after[1]) == 3 + 1  # plain chain of the same depth
     at.slider(key="dn_growth").set_value(12)
     at.slider(key="dn_k0").set_value(64).run()
     dense = _dots(at)[0]
@@ -168,7 +169,7 @@ def with_weights(tmp_path_factory):
     from models.loader import save_torch_weights
     from models.registry import default_card
     from models.torch_classifier import build_for_inference
-    from pages import _ui as ui
+    from pages import photos
 
     wdir = tmp_path_factory.mktemp("weights")
     card = default_card("densenet161", image_size=64)
@@ -177,12 +178,12 @@ def with_weights(tmp_path_factory):
     mp = pytest.MonkeyPatch()
     mp.setenv("LESION_LENS_WEIGHTS_DIR", str(wdir))
     mp.delenv("LESION_LENS_DATA", raising=False)
-    mp.setattr(ui, "EXAMPLES_DIR", tmp_path_factory.mktemp("no_examples"))
-    ui._examples.clear()
+    mp.setattr(photos, "EXAMPLES_DIR", tmp_path_factory.mktemp("no_examples"))
+    photos._examples.clear()
     at = AppTest.from_file(PAGE, default_timeout=180).run()
     yield at
     mp.undo()
-    ui._examples.clear()
+    photos._examples.clear()
 
 
 def test_switching_trained_and_random(with_weights):

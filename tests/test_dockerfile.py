@@ -315,13 +315,12 @@ def test_the_install_steps_in_a_fresh_venv_give_a_working_app(tmp_path):
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     app = staged_app(tmp_path / "app")
     code = textwrap.dedent("""
-        import importlib, sys, pathlib
-        sys.path.insert(0, ".")
-        for name in ("app", "pages._ui", "models", "models.predict", "training.rundir", "training.launcher"):
+        import importlib
+        for name in ("app", "pages.common", "models", "models.predict", "training.rundir", "training.launcher"):
             importlib.import_module(name)
         from models import load_classifier, MODEL_NAMES
-        from models.loader import available_models
-        have = [n for n, ok in available_models().items() if ok and n != "keras_cnn"]
+        from models.registry import models_with_weights
+        have = [n for n in models_with_weights() if n != "keras_cnn"]
         assert have, "no shipped weights"
         import numpy as np
         p = load_classifier(have[0]).predict(np.full((200, 200, 3), 128, np.uint8))

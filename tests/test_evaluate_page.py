@@ -122,7 +122,7 @@ def test_evaluate_a_runs_checkpoint_on_the_synthetic_set(env):
     assert "SYNTHETIC" in "\n".join(str(w.value) for w in at.warning)  # the run's card says synthetic data
     at.button(key="eval_run").click().run()
     no_exception(at)
-    from training.launcher import SYNTHETIC_DIR_NAME, SYNTHETIC_PER_CLASS
+    from training.datasets import SYNTHETIC_DIR_NAME, SYNTHETIC_PER_CLASS
 
     assert metrics(at)["Images"] == str(2 * SYNTHETIC_PER_CLASS["test"])
     assert (runs / SYNTHETIC_DIR_NAME / "test" / "SYNTHETIC.txt").exists()

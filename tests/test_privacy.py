@@ -94,16 +94,12 @@ def outside_calls(log: Path) -> list[str]:
     return [line for line in log.read_text().splitlines() if line.strip()]
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @contextlib.contextmanager
 def make_run_server(env: dict[str, str], port: int | None = None, timeout: float = 120) -> Iterator[tuple[str, subprocess.Popen, Path]]:
     """The server as `make run` starts it (only address and port on the command line; the rest
     comes from .streamlit/config.toml). Yields (url, process, log file)."""
+    from harness import free_port, stop, wait_until_healthy  # here: the netns driver imports this module bare
+
     port = port or free_port()
     log_path = Path(env.get("LESION_LENS_NET_AUDIT", "/tmp")).parent / f"server-{port}.log"
     cmd = [sys.executable, "-m", "streamlit", "run", "app.py", "--server.address", "127.0.0.1",
@@ -111,8 +107,6 @@ def make_run_server(env: dict[str, str], port: int | None = None, timeout: float
     with open(log_path, "wb") as out:
         proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
-    from bench.serve import stop, wait_until_healthy  # here: the netns driver imports this module bare
-
     try:
         wait_until_healthy(proc, url, log_path, timeout)
         yield url, proc, log_path
@@ -376,7 +370,7 @@ def test_a_run_that_is_a_symlink_out_of_runs_is_refused(tmp_path):
 
 
 def test_dataset_names_from_the_ui_cannot_leave_the_data_folder(tmp_path):
-    from training.launcher import LaunchError, resolve_dataset
+    from training.datasets import DatasetChoiceError, resolve_dataset
     from training.synthetic import write_dataset
 
     base = tmp_path / "data"
@@ -389,7 +383,7 @@ def test_dataset_names_from_the_ui_cannot_leave_the_data_folder(tmp_path):
     (mixed / "benign" / "stolen.png").symlink_to(next((secret / "benign").iterdir()))
     for rel in ("../private/patients", str(secret), "/etc", "skin/../../private/patients", "linked", "mixed", "",
                 "skin/train/../../../private/patients"):
-        with pytest.raises(LaunchError):
+        with pytest.raises(DatasetChoiceError):
             resolve_dataset(rel, base)
 
 
@@ -487,7 +481,7 @@ def test_uploaded_photos_never_touch_the_disk(tmp_path):
     if not Path("/usr/bin/chromium").exists():
         pytest.skip("no Chromium at /usr/bin/chromium")
     pytest.importorskip("playwright")
-    from bench.screenshots import FILE_INPUT, browser, goto_page, settle
+    from harness import FILE_INPUT, browser, goto_page, settle
     from test_app_pages import make_weights
 
     weights = make_weights(tmp_path / "weights", {"torch_cnn": 0.5, "efficientnet_lite0": 0.5})

@@ -1,0 +1,30 @@
+"""The About page shows each model's own checks (issue 13): shortcut probe and heatmap on the lesion."""
+
+from __future__ import annotations
+
+from models.registry import read_card, write_card
+from tests.test_app_pages import app, make_weights
+
+
+def test_about_shows_the_cards_checks_and_sources(tmp_path, monkeypatch):
+    wdir = make_weights(tmp_path, {"torch_cnn": 0.5})
+    card = read_card(wdir / "torch_cnn.json")
+    card["data"] = {"sources": [{"name": "kaggle", "counts": {"train": {"benign": 3, "malignant": 4},
+                                                               "val": {"benign": 1, "malignant": 1}}},
+                                {"name": "ham10000", "counts": {"train": {"benign": 10, "malignant": 2},
+                                                                 "val": {"benign": 2, "malignant": 1}}}]}
+    card["checks"] = {"shortcut_probe": {"n": 50, "dark_rim": {"flipped": 0.04}, "blue_cast": {"flipped": 0.02},
+                                         "colour_chart": {"flipped": 0.1}},
+                      "heatmap_on_lesion": {"n": 40, "peak_on_lesion": 0.75, "mass_on_lesion": 0.52,
+                                            "lesion_share_of_frame": 0.33}}
+    write_card(wdir / "torch_cnn.json", card)
+    monkeypatch.setenv("LESION_LENS_WEIGHTS_DIR", str(wdir))
+    at = app("pages/about.py")
+    table = at.table[0].value
+    rows = dict(zip(table.iloc[:, 0], table["PyTorch CNN"]))
+    assert rows["data"] == "kaggle: 7 train + 2 val; ham10000: 12 train + 3 val"
+    assert rows["benign labels flipped by a dark rim / blue cast / colour chart"] == "rim 4% · blue 2% · chart 10%"
+    assert rows["heatmap peak on the lesion"] == "75% of 40 photos"
+    assert rows["heatmap mass on the lesion"] == "52% (lesion covers 33%)"
+    # a card without checks says so instead of inventing numbers
+    assert dict(zip(table.iloc[:, 0], table["EfficientNet-Lite0"])).get("heatmap peak on the lesion", "–") == "–"
