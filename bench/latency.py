@@ -5,6 +5,9 @@ Columns, measured interleaved in the same run so load on the machine hits all al
   ours     - Classifier.explain: prediction + Grad-CAM from one shared forward
   naive    - a separate forward for the prediction, then a fresh stock Grad-CAM object with
              gradients through the whole network (what a tutorial does)
+  checked  - models.trust.assess: the gate, predict + explain, familiarity, quality, lesion outline and
+             on-lesion share, i.e. everything a page shows (budget: <= 1.3x ours). The shipped gate
+             runs with its thresholds opened, so every check runs whatever it thinks of the photo.
 
     python bench/latency.py [--models a,b] [--repeats 20] [--size 224]
 """
@@ -14,18 +17,54 @@ from __future__ import annotations
 import argparse
 import os
 import statistics
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
 
+from models.registry import MODEL_NAMES, default_card
+from training.synthetic import make_lesion
+
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-from models.registry import MODEL_NAMES, default_card  # noqa: E402
-from training.synthetic import make_lesion  # noqa: E402
+CHECKS = None
+
+
+def all_checks():
+    """The shipped gate (thresholds opened: it never short-cuts the rest) and segmenter, loaded once."""
+    global CHECKS
+    if CHECKS is None:
+        import dataclasses
+
+        from models.gate import Gate
+        from models.trust import Checks
+
+        shipped = Checks.load()
+        gate = shipped.gate
+        if gate is not None:
+            gate = Gate(dataclasses.replace(gate.params, score_threshold=0.0, distance_threshold=float("inf")),
+                        gate.card, gate.features)
+        CHECKS = Checks(gate, shipped.segmenter)
+    return CHECKS
+
+
+def checked_runner(clf, img):
+    """assess() with a familiarity model fitted on this classifier's embeddings of synthetic photos."""
+    from models.familiarity import card_entry, fit_familiarity
+    from models.trust import assess
+
+    imgs = np.stack([make_lesion("benign" if i % 2 else "malignant", clf.image_size, 100 + i) for i in range(48)])
+    _, emb = clf.logits_embed_batch(imgs)
+    clf.card["familiarity"] = card_entry(*fit_familiarity(emb[:32], emb[32:]))
+    checks = all_checks()
+
+    def checked():
+        a = assess(clf, img, "gradcam", checks=checks)
+        assert a.prediction is not None and a.familiarity is not None
+
+    return checked
 
 
 def torch_runners(name: str, size: int):
@@ -54,7 +93,7 @@ def torch_runners(name: str, size: int):
         with GradCAM(model=naive_model, target_layers=[naive_model.body]) as cam:
             cam(input_tensor=x, targets=[ClassifierOutputTarget(1)])
 
-    return forward, ours, naive
+    return forward, ours, naive, checked_runner(clf, img)
 
 
 def keras_runners(size: int):
@@ -90,7 +129,7 @@ def keras_runners(size: int):
         cam = tf.nn.relu(tf.reduce_sum(conv * w[:, None, None, :], axis=-1))
         tf.image.resize(cam[..., None], (size, size)).numpy()
 
-    return forward, ours, naive
+    return forward, ours, naive, checked_runner(clf, img)
 
 
 def measure(fns, repeats: int, warmup: int = 3):
@@ -122,16 +161,19 @@ def main(argv=None):
     rows = []
     for name in args.models.split(","):
         fns = keras_runners(args.size) if name == "keras_cnn" else torch_runners(name, args.size)
-        t_fwd, t_ours, t_naive = measure(fns, args.repeats)
-        rows.append((name, t_fwd, t_ours, t_naive))
+        t_fwd, t_ours, t_naive, t_checked = measure(fns, args.repeats)
+        rows.append((name, t_fwd, t_ours, t_naive, t_checked))
         print(f"  {name} done", flush=True)
     print()
-    print("| model | forward ms (p50 / p95) | ours: predict+explain ms | naive ms | ours / forward | naive / ours |")
-    print("|---|---:|---:|---:|---:|---:|")
-    for name, f, o, n in rows:
-        mf, mo, mn = statistics.median(f), statistics.median(o), statistics.median(n)
-        print(f"| {name} | {mf:.1f} / {p95(f):.1f} | {mo:.1f} / {p95(o):.1f} | {mn:.1f} / {p95(n):.1f} | "
-              f"{mo / mf:.2f}x | {mn / mo:.2f}x |")
+    checks = all_checks()
+    print(f"checks: gate {'on' if checks.gate else 'MISSING'}, segmenter {'on' if checks.segmenter else 'MISSING'}")
+    print("| model | forward ms (p50 / p95) | ours: predict+explain ms | + all checks ms | naive ms | ours / forward "
+          "| checked / ours (<= 1.3x) | naive / ours |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|")
+    for name, f, o, n, c in rows:
+        mf, mo, mn, mc = statistics.median(f), statistics.median(o), statistics.median(n), statistics.median(c)
+        print(f"| {name} | {mf:.1f} / {p95(f):.1f} | {mo:.1f} / {p95(o):.1f} | {mc:.1f} / {p95(c):.1f} | "
+              f"{mn:.1f} / {p95(n):.1f} | {mo / mf:.2f}x | {mc / mo:.2f}x | {mn / mo:.2f}x |")
 
 
 if __name__ == "__main__":

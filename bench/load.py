@@ -1,4 +1,4 @@
-"""Many users at once: `python bench/load.py [--sessions 1 4 8 16] [--weights DIR]`.
+"""Many users at once: `python -m bench.load [--sessions 1 4 8 16] [--weights DIR]`.
 
 Starts `streamlit run app.py` on a free loopback port and, for each N, opens N browser sessions
 at once (one Chromium, N contexts, Playwright's async API). Every session loads the Diagnose page,
@@ -34,12 +34,9 @@ from pathlib import Path
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parent.parent
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
+from tests.harness import CHROMIUM, CHROMIUM_ARGS, FILE_INPUT, READY, rss_mb, serve, server_env
 
-from bench.screenshots import FILE_INPUT, READY  # noqa: E402
-from bench.serve import CHROMIUM, CHROMIUM_ARGS, rss_mb, serve, server_env  # noqa: E402
+ROOT = Path(__file__).resolve().parent.parent
 
 # The baseline page: Streamlit alone, an uploader and one metric, whose value the bench can predict
 # from the photo's bytes (so cross-talk is checked there too). No model, no images drawn.
@@ -124,14 +121,14 @@ def browser_cpu_seconds() -> float:
 # ------------------------------------------------------------------ photos and their expected answers
 
 def photo(seed: int, size: int = 256) -> Photo:
-    from PIL import Image
-
-    from training.synthetic import make_lesion
+    """A real lesion photo (a shipped HAM10000 example, flipped or rotated by `seed`): the gate lets it
+    through, so the page answers with a percentage."""
+    from tests.badfiles import lesion
 
     kind = "malignant" if seed % 2 else "benign"
     buf = io.BytesIO()
-    Image.fromarray(make_lesion(kind, size, seed)).save(buf, format="PNG")
-    return Photo(f"synthetic_{kind}_{seed}.png", buf.getvalue(), seed)
+    lesion(size, seed // 2, kind).save(buf, format="PNG")
+    return Photo(f"lesion_{kind}_{seed}.png", buf.getvalue(), seed)
 
 
 def expected_probability(clf, p: Photo) -> float:
@@ -151,7 +148,7 @@ def pick_photos(answer, count: int, next_seed: list[int]) -> list[Photo]:
     while len(chosen) < count:
         tries += 1
         if tries > 50 * count + 200:
-            raise RuntimeError(f"cannot find {count} synthetic photos with distinct answers for this page")
+            raise RuntimeError(f"cannot find {count} photos with distinct answers for this page")
         p = photo(next_seed[0])
         next_seed[0] += 1
         p.expected = answer(p)

@@ -1,12 +1,12 @@
-"""Screenshots of every page, taken in a real Chromium: `python bench/screenshots.py`.
+"""Screenshots of every page, taken in a real Chromium: `python -m bench.screenshots`.
 
 Starts `streamlit run app.py` on a free local port, uploads photos through the real file
 input, and writes docs/screenshots/{diagnose,compare,patient,about}.png. Uses the shipped
 weights in models/weights/ (or --weights DIR); photos come from --data DIR (a folder with
-benign/ and malignant/, e.g. a test split) or, without it, synthetic images labelled as such.
+benign/ and malignant/, e.g. a test split) or, without it, the shipped HAM10000 example photos.
 
-The page helpers here (settle, upload, goto_page, ...) are shared with bench/startup.py and the
-browser tests.
+The server, the browser and the page helpers (settle, upload, goto_page, ...) are the browser
+tests' harness, tests/harness.py.
 """
 
 from __future__ import annotations
@@ -17,73 +17,33 @@ import os
 import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
+from tests.harness import (CHROMIUM, FILE_INPUT, ROOT, browser, choose, goto_page, screenshot, serve, server_env,
+                           settle, upload)
+from tests.badfiles import example_photos
+from training.datasets import image_files
 
-# The server and browser helpers live in bench/serve.py; the tests and benchmarks import them from here too.
-from bench.serve import CHROMIUM, browser, serve, server_env  # noqa: E402,F401
-
-READY = '[data-testid="stApp"][data-test-script-state="notRunning"]'
-FILE_INPUT = 'input[type="file"]'
-
-
-def settle(page, timeout: float = 120.0, pause: float = 0.4) -> None:
-    """Wait until the script run triggered by the last action has finished."""
-    page.wait_for_timeout(pause * 1000)
-    page.wait_for_selector(READY, timeout=timeout * 1000)
-
+EXAMPLE = "melanoma 1 (malignant) · ISIC_0033813"  # the example the Diagnose and Compare shots show
 
 def photo_bytes(path: Path | None = None, kind: str = "malignant", seed: int = 0, size: int = 320) -> bytes:
+    """A photo's bytes: the file at `path`, else one of the shipped HAM10000 example photos of `kind`
+    (tests/badfiles.lesion: a real photo, flipped or rotated by `seed`), as a `size` px JPEG."""
     if path is not None:
         return Path(path).read_bytes()
-    from PIL import Image
-
-    from training.synthetic import make_lesion
+    from tests.badfiles import lesion
 
     buf = io.BytesIO()
-    Image.fromarray(make_lesion(kind, size, seed)).save(buf, format="JPEG", quality=92)
+    lesion(size, seed, kind).save(buf, format="JPEG", quality=92)
     return buf.getvalue()
 
 
-def upload(page, files: list[tuple[str, bytes]], index: int = 0) -> None:
-    """Send files through the page's real <input type=file> (the index-th one)."""
-    payload = [{"name": n, "mimeType": "image/png" if n.lower().endswith(".png") else "image/jpeg", "buffer": b}
-               for n, b in files]
-    page.locator(FILE_INPUT).nth(index).set_input_files(payload)
-
-
-def choose(page, label: str, option: str) -> None:
-    """Pick `option` in the Streamlit selectbox labelled `label`."""
-    page.get_by_role("combobox", name=label, exact=True).click()
-    page.get_by_role("option", name=option, exact=True).first.click()
-
-
-def screenshot(page, path: Path, width: int = 1400) -> None:
-    """The whole page: Streamlit scrolls inside its main block, so grow the viewport to fit it."""
-    height = page.evaluate("""() => Math.max(...[...document.querySelectorAll('[data-testid="stMain"], '
-        + '[data-testid="stAppViewContainer"], [data-testid="stMainBlockContainer"]')].map(e => e.scrollHeight),
-        document.body.scrollHeight)""")
-    page.set_viewport_size({"width": width, "height": min(int(height) + 40, 8000)})
-    page.wait_for_timeout(800)
-    page.screenshot(path=str(path), full_page=True)
-    page.set_viewport_size({"width": width, "height": 1000})
-
-
-def goto_page(page, title: str) -> None:
-    page.locator('[data-testid="stSidebarNav"]').get_by_text(title, exact=True).click()
-
-
 def sample_photos(data: str | os.PathLike | None, n_benign: int, n_malignant: int) -> list[tuple[str, bytes]]:
-    """Photos for the screenshots: from a dataset folder when given, else synthetic (named so)."""
+    """Photos for the screenshots: from a dataset folder when given, else the shipped, credited HAM10000
+    example photos (assets/examples/ham10000), under their own names."""
     out: list[tuple[str, bytes]] = []
     for kind, n in (("benign", n_benign), ("malignant", n_malignant)):
-        if data:
-            files = sorted(p for p in (Path(data) / kind).iterdir() if p.suffix.lower() in (".jpg", ".jpeg", ".png"))
-            step = max(1, len(files) // max(n, 1))
-            out += [(f"{kind}_{p.name}", p.read_bytes()) for p in files[::step][:n]]
-        else:
-            out += [(f"synthetic_{kind}_{i + 1}.jpg", photo_bytes(kind=kind, seed=100 + i)) for i in range(n)]
+        files = image_files(Path(data) / kind) if data else list(example_photos(kind))
+        step = max(1, len(files) // max(n, 1))
+        out += [(f"{kind}_{p.name}" if data else p.name, p.read_bytes()) for p in files[::step][:n]]
     return out
 
 
@@ -99,8 +59,8 @@ def take(url: str, out: Path, data: str | os.PathLike | None = None) -> list[Pat
         def show_photo() -> None:
             if data:
                 upload(page, photo)
-            else:  # a shipped example: the page labels it SYNTHETIC
-                choose(page, "…or pick an example", "synthetic malignant 1")
+            else:  # a shipped HAM10000 example, shown with its diagnosis and credit
+                choose(page, "…or pick an example", EXAMPLE)
 
         show_photo()
         page.wait_for_selector('[data-testid="stImage"]', timeout=180_000)
@@ -138,7 +98,7 @@ def take(url: str, out: Path, data: str | os.PathLike | None = None) -> list[Pat
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--weights", help="weights folder (default: models/weights, the shipped ones)")
-    ap.add_argument("--data", help="a folder with benign/ and malignant/ to take photos from (default: synthetic)")
+    ap.add_argument("--data", help="a folder with benign/ and malignant/ to take photos from (default: the shipped examples)")
     ap.add_argument("--out", default=str(ROOT / "docs" / "screenshots"))
     args = ap.parse_args(argv)
     if not Path(CHROMIUM).exists():
@@ -149,5 +109,4 @@ def main(argv=None) -> None:
 
 
 if __name__ == "__main__":
-    sys.path.insert(0, str(ROOT))
     main()

@@ -1,4 +1,4 @@
-"""App start-up and first predictions, measured in a real browser: `python bench/startup.py`.
+"""App start-up and first predictions, measured in a real browser: `python -m bench.startup`.
 
 Prints one table:
 - seconds from `streamlit run` to the Diagnose page being interactive (file input and model
@@ -25,12 +25,10 @@ import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+from bench.screenshots import photo_bytes
+from tests.harness import CHROMIUM, FILE_INPUT, browser, choose, rss_mb, serve, server_env, settle, upload
 
-from bench.screenshots import (CHROMIUM, FILE_INPUT, browser, choose, photo_bytes,  # noqa: E402
-                               serve, server_env, settle, upload)
-from bench.serve import rss_mb  # noqa: E402
+ROOT = Path(__file__).resolve().parent.parent
 
 BARE_APP = """import streamlit as st
 st.title("Bare Streamlit")
@@ -99,6 +97,8 @@ def main(argv=None) -> None:
     ap.add_argument("--weights", help="weights folder (default: models/weights, the shipped ones)")
     ap.add_argument("--throwaway", action="store_true", help="benchmark untrained checkpoints of all four models")
     ap.add_argument("--repeat", type=int, default=3, help="server starts to time (median)")
+    ap.add_argument("--start-only", action="store_true",
+                    help="only the start-up rows (bare page vs Diagnose), not the per-model cold loads")
     args = ap.parse_args(argv)
     if not Path(CHROMIUM).exists():
         sys.exit(f"error: {CHROMIUM} not found (apt-get install -y chromium)")
@@ -114,7 +114,7 @@ def main(argv=None) -> None:
     bare.write_text(BARE_APP)  # served from the project folder: the same .streamlit/config.toml
 
     from models import MODEL_NAMES, spec
-    from pages._ui import default_model, models_with_weights
+    from models.registry import default_model, models_with_weights
 
     rows: list[tuple[str, str, str]] = []
     with browser() as page:
@@ -131,39 +131,40 @@ def main(argv=None) -> None:
              f"{med(base, 'rss_start'):.0f} / {med(ours, 'rss_start'):.0f} MB", "Lesion Lens: warm-up may have begun"),
         ]
 
-        # First prediction per model, cold, in one server; then memory with all of them loaded.
-        available = models_with_weights()
-        image = photo_bytes(kind="malignant", seed=3, size=320)
-        with serve(env) as (url, proc, _):
-            page.goto(url)
-            page.wait_for_selector(FILE_INPUT, state="attached", timeout=120_000)
-            page.get_by_role("combobox", name="Model", exact=True).wait_for(timeout=120_000)
-            settle(page, timeout=300)
-            first = default_model()
-            order = [first] + [n for n in MODEL_NAMES if n in available and n != first]
-            upload(page, [("bench.jpg", image)])
-            settle(page, timeout=300)
-            for name in order[1:] + [first]:
-                display = spec(name).display
-                t = time.perf_counter()
-                choose(page, "Model", display)
-                page.get_by_text(f"{display} says", exact=True).wait_for(timeout=300_000)
-                page.wait_for_function(IMAGES_LOADED, arg=3, timeout=300_000)
-                settle(page, timeout=300, pause=0.0)
-                cold = time.perf_counter() - t
-                note = "already loaded at start (the default model)" if name == first else "model load included"
-                if spec(name).framework == "keras":
-                    note = "TensorFlow import and model load included"
-                rows.append((f"{display}: choose -> prediction + heatmap on the page", f"{cold:.2f} s", note))
-            rss_all = rss_mb(proc.pid)
-        rows.append(("server RSS with every model loaded", f"{rss_all:.0f} MB",
-                     f"{med(ours, 'rss_default'):.0f} MB with the default model only; {', '.join(order)}"))
-        for name in MODEL_NAMES:
-            if name not in available:
-                rows.append((f"{spec(name).display}", "no weights", "not measured"))
-                continue
-            rows.append((f"{spec(name).display}: one explained prediction, warm", f"{warm_explain(name, image):.3f} s",
-                         "in-process, median of 3, CPU"))
+        if not args.start_only:
+            # First prediction per model, cold, in one server; then memory with all of them loaded.
+            available = models_with_weights()
+            image = photo_bytes(kind="malignant", seed=3, size=320)
+            with serve(env) as (url, proc, _):
+                page.goto(url)
+                page.wait_for_selector(FILE_INPUT, state="attached", timeout=120_000)
+                page.get_by_role("combobox", name="Model", exact=True).wait_for(timeout=120_000)
+                settle(page, timeout=300)
+                first = default_model()
+                order = [first] + [n for n in MODEL_NAMES if n in available and n != first]
+                upload(page, [("bench.jpg", image)])
+                settle(page, timeout=300)
+                for name in order[1:] + [first]:
+                    display = spec(name).display
+                    t = time.perf_counter()
+                    choose(page, "Model", display)
+                    page.get_by_text(f"{display} says", exact=True).wait_for(timeout=300_000)
+                    page.wait_for_function(IMAGES_LOADED, arg=3, timeout=300_000)
+                    settle(page, timeout=300, pause=0.0)
+                    cold = time.perf_counter() - t
+                    note = "already loaded at start (the default model)" if name == first else "model load included"
+                    if spec(name).framework == "keras":
+                        note = "TensorFlow import and model load included"
+                    rows.append((f"{display}: choose -> prediction + heatmap on the page", f"{cold:.2f} s", note))
+                rss_all = rss_mb(proc.pid)
+            rows.append(("server RSS with every model loaded", f"{rss_all:.0f} MB",
+                         f"{med(ours, 'rss_default'):.0f} MB with the default model only; {', '.join(order)}"))
+            for name in MODEL_NAMES:
+                if name not in available:
+                    rows.append((f"{spec(name).display}", "no weights", "not measured"))
+                    continue
+                rows.append((f"{spec(name).display}: one explained prediction, warm", f"{warm_explain(name, image):.3f} s",
+                             "in-process, median of 3, CPU"))
 
     width = max(len(r[0]) for r in rows)
     vwidth = max(len(r[1]) for r in rows)
