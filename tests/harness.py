@@ -18,6 +18,18 @@ from typing import Iterator
 ROOT = Path(__file__).resolve().parent.parent
 
 
+def skip_without_browser() -> None:
+    """Skip the calling test module when the system Chromium or Playwright is missing."""
+    import importlib.util
+
+    import pytest
+
+    if not Path(CHROMIUM).exists():
+        pytest.skip(f"no Chromium at {CHROMIUM} (apt-get install -y chromium)", allow_module_level=True)
+    if importlib.util.find_spec("playwright") is None:
+        pytest.skip("playwright is not installed (requirements-dev.txt)", allow_module_level=True)
+
+
 def wait_until_healthy(proc: subprocess.Popen, url: str, log_path: Path, timeout: float,
                        started: float | None = None, poll: float = 0.1) -> float:
     """Block until `url`/_stcore/health answers 200; return seconds since `started`

@@ -4,19 +4,16 @@ the server's and the browsers' CPU (the latency targets themselves live in the b
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import math
-from pathlib import Path
 
 import pytest
 
+from harness import skip_without_browser
+
 pytestmark = [pytest.mark.browser, pytest.mark.timeout(600)]
 
-if not Path("/usr/bin/chromium").exists():
-    pytest.skip("no Chromium at /usr/bin/chromium (apt-get install -y chromium)", allow_module_level=True)
-if importlib.util.find_spec("playwright") is None:
-    pytest.skip("playwright is not installed (requirements-dev.txt)", allow_module_level=True)
+skip_without_browser()
 
 from bench import load  # noqa: E402
 

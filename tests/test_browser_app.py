@@ -8,20 +8,16 @@ written to the test's tmp folder (bench/screenshots.py makes the ones in docs/sc
 
 from __future__ import annotations
 
-import importlib.util
 import re
-from pathlib import Path
 
 import pytest
 
 from test_app_pages import make_keras_weights, make_weights, photo
+from harness import skip_without_browser
 
 pytestmark = [pytest.mark.browser, pytest.mark.timeout(900)]
 
-if not Path("/usr/bin/chromium").exists():
-    pytest.skip("no Chromium at /usr/bin/chromium (apt-get install -y chromium)", allow_module_level=True)
-if importlib.util.find_spec("playwright") is None:
-    pytest.skip("playwright is not installed (requirements-dev.txt)", allow_module_level=True)
+skip_without_browser()
 
 from harness import (choose, goto_page, screenshot, serve,  # noqa: E402
                                open_app, server_env, settle, upload)

@@ -8,7 +8,6 @@ photo afterwards must be predicted.
 
 from __future__ import annotations
 
-import importlib.util
 import re
 from pathlib import Path
 
@@ -16,14 +15,12 @@ import pytest
 
 import badfiles
 from test_app_pages import make_weights
+from harness import skip_without_browser
 
 pytestmark = [pytest.mark.browser, pytest.mark.timeout(900)]
 
 ROOT = Path(__file__).resolve().parent.parent
-if not Path("/usr/bin/chromium").exists():
-    pytest.skip("no Chromium at /usr/bin/chromium (apt-get install -y chromium)", allow_module_level=True)
-if importlib.util.find_spec("playwright") is None:
-    pytest.skip("playwright is not installed (requirements-dev.txt)", allow_module_level=True)
+skip_without_browser()
 
 from harness import FILE_INPUT, goto_page, serve, server_env, settle  # noqa: E402
 

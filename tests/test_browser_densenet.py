@@ -4,19 +4,17 @@ retakes the README's)."""
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import re
 from pathlib import Path
 
 import pytest
 
+from harness import skip_without_browser
+
 pytestmark = [pytest.mark.browser]
 
-if not Path("/usr/bin/chromium").exists():
-    pytest.skip("no Chromium at /usr/bin/chromium (apt-get install -y chromium)", allow_module_level=True)
-if importlib.util.find_spec("playwright") is None:
-    pytest.skip("playwright is not installed (requirements-dev.txt)", allow_module_level=True)
+skip_without_browser()
 
 from harness import browser, serve, server_env  # noqa: E402
 

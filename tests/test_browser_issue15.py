@@ -11,23 +11,19 @@ temporary folders. Photos are real lesion photos (the shipped HAM10000 examples,
 
 from __future__ import annotations
 
-import importlib.util
 import io
 import re
 import zipfile
-from pathlib import Path
 
 import pytest
 
 import badfiles
 from test_app_pages import make_weights, photo
+from harness import skip_without_browser
 
 pytestmark = [pytest.mark.browser, pytest.mark.timeout(900)]
 
-if not Path("/usr/bin/chromium").exists():
-    pytest.skip("no Chromium at /usr/bin/chromium (apt-get install -y chromium)", allow_module_level=True)
-if importlib.util.find_spec("playwright") is None:
-    pytest.skip("playwright is not installed (requirements-dev.txt)", allow_module_level=True)
+skip_without_browser()
 
 from harness import (FILE_INPUT, goto_page, screenshot, serve, server_env, settle,  # noqa: E402
                      open_app, start_training, upload)

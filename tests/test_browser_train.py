@@ -8,7 +8,6 @@ $LESION_LENS_SCREENSHOTS when set.
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import re
 import time
@@ -16,12 +15,11 @@ from pathlib import Path
 
 import pytest
 
+from harness import skip_without_browser
+
 pytestmark = [pytest.mark.browser, pytest.mark.timeout(900)]
 
-if not Path("/usr/bin/chromium").exists():
-    pytest.skip("no Chromium at /usr/bin/chromium (apt-get install -y chromium)", allow_module_level=True)
-if importlib.util.find_spec("playwright") is None:
-    pytest.skip("playwright is not installed (requirements-dev.txt)", allow_module_level=True)
+skip_without_browser()
 
 from harness import (FILE_INPUT, browser, goto_page, screenshot, serve, server_env,  # noqa: E402
                                settle, start_training, upload)

@@ -11,24 +11,20 @@ text (training.fit_gate.make_document), checked against the shipped gate too.
 
 from __future__ import annotations
 
-import importlib.util
 import io
 import re
 import urllib.request
-from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
 
 from test_app_pages import make_weights, photo
+from harness import skip_without_browser
 
 pytestmark = [pytest.mark.browser, pytest.mark.timeout(900)]
 
-if not Path("/usr/bin/chromium").exists():
-    pytest.skip("no Chromium at /usr/bin/chromium (apt-get install -y chromium)", allow_module_level=True)
-if importlib.util.find_spec("playwright") is None:
-    pytest.skip("playwright is not installed (requirements-dev.txt)", allow_module_level=True)
+skip_without_browser()
 
 from harness import open_app, serve, server_env, settle, upload  # noqa: E402
 
