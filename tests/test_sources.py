@@ -182,6 +182,33 @@ def test_the_probe_catches_a_model_that_learned_the_rim():
     assert r["blue_cast"]["flipped"] == 0.0 and r["colour_chart"]["flipped"] == 0.0
 
 
+class _RimDetectorWithEmbeddings(_RimDetector):
+    """The same stand-in with embeddings (corner and centre brightness per channel) and logits."""
+
+    temperature = 1.0
+
+    def logits_embed_batch(self, images):
+        p = self.predict_batch(images)
+        emb = np.concatenate([images[:, :6, :6].mean(axis=(1, 2)), images[:, 24:40, 24:40].mean(axis=(1, 2))], 1)
+        return np.stack([np.zeros_like(p), np.log(p / (1 - p))], 1), emb.astype(np.float32)
+
+
+def test_the_probe_says_whether_the_familiarity_warning_lands_on_the_flipped_photos():
+    from models.familiarity import Familiarity, fit_familiarity
+
+    rng = np.random.default_rng(0)
+    imgs = np.clip(rng.normal(170, 12, (60, 1, 1, 3)) + np.zeros((1, 64, 64, 3)), 0, 255).astype(np.uint8)
+    clf = _RimDetectorWithEmbeddings()
+    _, emb = clf.logits_embed_batch(imgs)
+    fam = Familiarity(*fit_familiarity(emb[:40], emb[40:], dims=3))
+    r = checks.shortcut_probe(clf, imgs, 0.5, fam)
+    clean, rim = r["clean_familiarity"], r["dark_rim"]["familiarity"]
+    assert clean["n"] == 60 and clean["unfamiliar"] <= 6 and clean["accuracy_familiar"] == 1.0
+    # every rim photo is called malignant (wrong) and lies far from the photos it was fitted on
+    assert rim["unfamiliar"] == 60 and rim["accuracy_unfamiliar"] == 0.0 and rim["accuracy_familiar"] is None
+    assert "dark_rim" in checks.familiarity_line({"shortcut_probe": r, "familiarity": {}})
+
+
 def test_heatmap_on_lesion_scores_a_real_model_against_the_lesion_share():
     from models.loader import untrained_classifier
 

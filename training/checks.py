@@ -15,6 +15,9 @@ lesion grouping, from the model card unless `--data` names other folders):
   Grad-CAM peak lies on the lesion, and the heatmap's mass on the lesion beside the lesion's share of
   the frame (a map that ignores the lesion puts about the lesion's share there).
 
+With a familiarity score in the card, each is also split by it: the share of validation photos (per
+source) and of each probe's photos flagged unfamiliar, and the accuracy on familiar vs unfamiliar ones.
+
 `--write-card` stores the results as the card's `checks` (the About page shows them).
 """
 
@@ -30,6 +33,7 @@ from typing import Any
 
 import numpy as np
 
+from models.familiarity import Familiarity, accuracy_split
 from models.registry import MODEL_NAMES
 
 from .evaluate import predict_images
@@ -108,15 +112,32 @@ def per_dx(p: np.ndarray, thr: float, dx: list[str]) -> dict[str, dict]:
     return out
 
 
-def shortcut_probe(clf, images: np.ndarray, thr: float) -> dict[str, dict]:
-    """Benign photos with each perturbation: mean change of P(malignant) and share of labels flipped."""
-    base = predict_images(clf, images)
-    out = {"n": int(len(images)), "clean_called_malignant": float((base >= thr).mean())}
+def predict_familiar(clf, images: np.ndarray, fam) -> tuple[np.ndarray, np.ndarray | None]:
+    """P(malignant) and, when the model has a familiarity score (`fam`), whether each photo is familiar,
+    from the same forward pass."""
+    if fam is None:
+        return predict_images(clf, images), None
+    chunks: list[np.ndarray] = []
+    p = predict_images(clf, images, embeddings=chunks)
+    emb = np.concatenate(chunks) if chunks else np.zeros((0, fam.dims), np.float32)
+    return p, np.array([r.familiar for r in fam.score_batch(emb)], bool) if len(emb) else np.zeros(0, bool)
+
+
+def shortcut_probe(clf, images: np.ndarray, thr: float, fam=None) -> dict[str, dict]:
+    """Benign photos with each perturbation: mean change of P(malignant) and share of labels flipped.
+    With `fam`, also the share of each probe's photos flagged unfamiliar and the accuracy (benign
+    called benign) on its familiar and unfamiliar photos: does the warning land where answers fail?"""
+    base, familiar = predict_familiar(clf, images, fam)
+    out: dict[str, Any] = {"n": int(len(images)), "clean_called_malignant": float((base >= thr).mean())}
+    if familiar is not None:
+        out["clean_familiarity"] = accuracy_split(familiar, base < thr)
     for name in PROBES:
-        p = predict_images(clf, PERTURB[name](images))
+        p, familiar = predict_familiar(clf, PERTURB[name](images), fam)
         out[name] = {"mean_change": float((p - base).mean()),
                      "flipped": float(((p >= thr) != (base >= thr)).mean()),
                      "called_malignant": float((p >= thr).mean())}
+        if familiar is not None:
+            out[name]["familiarity"] = accuracy_split(familiar, p < thr)
     return out
 
 
@@ -163,7 +184,8 @@ def run_checks(clf, data: list[str] | None = None, limit: int | None = 400, seed
     split = load_split(folders, clf.image_size, float(info.get("val_fraction", 0.15)), int(info.get("split_seed", 42)))
     val = split.val
     thr = clf.threshold
-    p = predict_images(clf, val.images)
+    fam = Familiarity.from_card(card)
+    p, familiar = predict_familiar(clf, val.images, fam)
     rng = np.random.default_rng(seed)
     benign = np.flatnonzero(val.labels == 0)
     if limit and len(benign) > limit:
@@ -181,11 +203,33 @@ def run_checks(clf, data: list[str] | None = None, limit: int | None = 400, seed
         "validation": _rates(val.labels, p, thr),
         "per_source": per_group(val.labels, p, thr, val.sources),
         "per_dx": per_dx(p, thr, val.dx),
-        "shortcut_probe": shortcut_probe(clf, val.images[benign], thr),
+        "shortcut_probe": shortcut_probe(clf, val.images[benign], thr, fam),
         "heatmap_on_lesion": heatmap_on_lesion(clf, val.images[[i for i, _ in masks]] if masks else
                                                val.images[:0], [m for _, m in masks], method),
     }
+    if familiar is not None:
+        correct = (p >= thr).astype(int) == val.labels
+        result["familiarity"] = {
+            "validation": accuracy_split(familiar, correct),
+            "per_source": {k or "unknown": accuracy_split(familiar[sel], correct[sel])
+                           for k in sorted(set(val.sources)) for sel in [np.array([x == k for x in val.sources])]}}
     return result
+
+
+def familiarity_line(r: dict[str, Any]) -> str:
+    """Unfamiliar share and accuracy familiar / unfamiliar on validation, per source and per probe."""
+    def one(label: str, a: dict | None) -> str:
+        if not a:
+            return ""
+        acc = "/".join("-" if a[k] is None else f"{a[k]:.2f}" for k in ("accuracy_familiar", "accuracy_unfamiliar"))
+        return f"{label} {a['unfamiliar']}/{a['n']} unfamiliar, accuracy {acc}"
+
+    fam, sp = r.get("familiarity") or {}, r["shortcut_probe"]
+    parts = [one("validation", fam.get("validation"))]
+    parts += [one(k, v) for k, v in (fam.get("per_source") or {}).items()]
+    parts += [one("benign clean", sp.get("clean_familiarity"))]
+    parts += [one(f"benign + {k}", sp[k].get("familiarity")) for k in PROBES]
+    return "familiarity (familiar/unfamiliar): " + "; ".join(x for x in parts if x)
 
 
 def summary_line(r: dict[str, Any]) -> str:
@@ -194,7 +238,7 @@ def summary_line(r: dict[str, Any]) -> str:
     return (f"{r['model']}: validation AUC {v['auc']:.3f}, sensitivity {v['sensitivity']:.3f}, specificity "
             f"{v['specificity']:.3f} (n={v['n']}); shortcut probe on {sp['n']} benign photos: {probes}; heatmap peak "
             f"on lesion {hm['peak_on_lesion']:.1%}, mass on lesion {hm['mass_on_lesion']:.1%} vs lesion share "
-            f"{hm['lesion_share_of_frame']:.1%} (n={hm['n']})")
+            f"{hm['lesion_share_of_frame']:.1%} (n={hm['n']})" + (f"\n{familiarity_line(r)}" if r.get("familiarity") else ""))
 
 
 def get_args_parser() -> argparse.ArgumentParser:
