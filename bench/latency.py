@@ -6,10 +6,8 @@ Columns, measured interleaved in the same run so load on the machine hits all al
   naive    - a separate forward for the prediction, then a fresh stock Grad-CAM object with
              gradients through the whole network (what a tutorial does)
   checked  - models.trust.assess: the gate, predict + explain, familiarity, quality, lesion outline and
-             on-lesion share, i.e. everything a page shows (budget: <= 1.3x ours), as shipped: the
-             photo's own checks (gate, segmenter) in a helper thread while the model works. The
-             shipped gate runs with its thresholds opened, so every check runs whatever it thinks.
-  one by one - the same checks, each after the other (assess(..., overlap=False)): what they cost in CPU.
+             on-lesion share, i.e. everything a page shows (budget: <= 1.3x ours). The shipped gate
+             runs with its thresholds opened, so every check runs whatever it thinks of the photo.
 
     python bench/latency.py [--models a,b] [--repeats 20] [--size 224]
 """
@@ -52,9 +50,8 @@ def all_checks():
     return CHECKS
 
 
-def checked_runners(clf, img):
-    """assess(), overlapped and one by one, with a familiarity model fitted on this classifier's
-    embeddings of synthetic photos."""
+def checked_runner(clf, img):
+    """assess() with a familiarity model fitted on this classifier's embeddings of synthetic photos."""
     from models.familiarity import card_entry, fit_familiarity
     from models.trust import assess
 
@@ -63,13 +60,11 @@ def checked_runners(clf, img):
     clf.card["familiarity"] = card_entry(*fit_familiarity(emb[:32], emb[32:]))
     checks = all_checks()
 
-    def runner(overlap: bool):
-        def checked():
-            a = assess(clf, img, "gradcam", checks=checks, overlap=overlap)
-            assert a.prediction is not None and a.familiarity is not None and a.lesion_mask is not None
-        return checked
+    def checked():
+        a = assess(clf, img, "gradcam", checks=checks)
+        assert a.prediction is not None and a.familiarity is not None
 
-    return runner(True), runner(False)
+    return checked
 
 
 def torch_runners(name: str, size: int):
@@ -98,7 +93,7 @@ def torch_runners(name: str, size: int):
         with GradCAM(model=naive_model, target_layers=[naive_model.body]) as cam:
             cam(input_tensor=x, targets=[ClassifierOutputTarget(1)])
 
-    return (forward, ours, naive, *checked_runners(clf, img))
+    return forward, ours, naive, checked_runner(clf, img)
 
 
 def keras_runners(size: int):
@@ -134,7 +129,7 @@ def keras_runners(size: int):
         cam = tf.nn.relu(tf.reduce_sum(conv * w[:, None, None, :], axis=-1))
         tf.image.resize(cam[..., None], (size, size)).numpy()
 
-    return (forward, ours, naive, *checked_runners(clf, img))
+    return forward, ours, naive, checked_runner(clf, img)
 
 
 def measure(fns, repeats: int, warmup: int = 3):
@@ -166,19 +161,19 @@ def main(argv=None):
     rows = []
     for name in args.models.split(","):
         fns = keras_runners(args.size) if name == "keras_cnn" else torch_runners(name, args.size)
-        rows.append((name, *measure(fns, args.repeats)))
+        t_fwd, t_ours, t_naive, t_checked = measure(fns, args.repeats)
+        rows.append((name, t_fwd, t_ours, t_naive, t_checked))
         print(f"  {name} done", flush=True)
     print()
     checks = all_checks()
     print(f"checks: gate {'on' if checks.gate else 'MISSING'}, segmenter {'on' if checks.segmenter else 'MISSING'}")
-    print("| model | forward ms (p50 / p95) | ours: predict+explain ms | + all checks ms | + all checks, one by one ms "
-          "| naive ms | ours / forward | checked / ours (<= 1.3x) | one by one / ours | naive / ours |")
-    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
-    for name, f, o, n, c, s in rows:
-        mf, mo, mn, mc, ms = (statistics.median(v) for v in (f, o, n, c, s))
+    print("| model | forward ms (p50 / p95) | ours: predict+explain ms | + all checks ms | naive ms | ours / forward "
+          "| checked / ours (<= 1.3x) | naive / ours |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|")
+    for name, f, o, n, c in rows:
+        mf, mo, mn, mc = statistics.median(f), statistics.median(o), statistics.median(n), statistics.median(c)
         print(f"| {name} | {mf:.1f} / {p95(f):.1f} | {mo:.1f} / {p95(o):.1f} | {mc:.1f} / {p95(c):.1f} | "
-              f"{ms:.1f} / {p95(s):.1f} | {mn:.1f} / {p95(n):.1f} | {mo / mf:.2f}x | {mc / mo:.2f}x | {ms / mo:.2f}x "
-              f"| {mn / mo:.2f}x |")
+              f"{mn:.1f} / {p95(n):.1f} | {mo / mf:.2f}x | {mc / mo:.2f}x | {mn / mo:.2f}x |")
 
 
 if __name__ == "__main__":

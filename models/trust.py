@@ -16,7 +16,6 @@ measures add a few milliseconds. The pages and `python -m models.predict` both c
 from __future__ import annotations
 
 import threading
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -170,66 +169,33 @@ def on_lesion_share(heatmap: np.ndarray, mask: np.ndarray) -> float | None:
     return float(heatmap[mask].sum() / total)
 
 
-def photo_checks(checks: Checks, x: np.ndarray, with_gate: bool = True
-                 ) -> tuple[GateResult | None, np.ndarray | None]:
-    """The model-independent checks of one photo (the classifier's crop `x`): the gate's verdict (when
-    `with_gate` and a gate is shipped) and the segmenter's lesion mask at x's size (None when missing)."""
-    g = checks.gate.check(x) if with_gate and checks.gate is not None else None
-    m = mask_at(checks.segmenter.mask(x), x.shape[0]) if checks.segmenter is not None else None
-    return g, m
-
-
-_SIDE: ThreadPoolExecutor | None = None
-
-
-def _side() -> ThreadPoolExecutor:
-    global _SIDE
-    with _DEFAULT_LOCK:
-        if _SIDE is None:
-            _SIDE = ThreadPoolExecutor(1, thread_name_prefix="photo-checks")
-        return _SIDE
-
-
 def assess(clf: Classifier, image: ImageSource | np.ndarray, method: str | None = "gradcam",
            threshold: float | None = None, checks: Checks | None = None, gate: GateResult | None = None,
-           explanation: Explanation | None = None, overlap: bool = True) -> Assessment:
+           explanation: Explanation | None = None) -> Assessment:
     """Gate, then prediction (+ heatmap when `method`), familiarity, quality and lesion outline.
 
     `gate`: a verdict already made for this photo (a page asks once per photo, whatever the model);
-    `explanation`: this classifier's explanation of the photo, already computed (its embedding is used).
-    `overlap`: run the photo's own checks (the gate when no verdict is given, and the segmenter) in a
-    helper thread while the classifier works (torch and TensorFlow release the GIL, and a small model
-    leaves a core idle); the answer is the same either way. A photo the gate refuses then costs a
-    classifier pass that is thrown away, but no more time."""
+    `explanation`: this classifier's explanation of the photo, already computed (its embedding is used)."""
     checks = checks or default_checks()
     x = clf.prepare(image)
+    if gate is None and checks.gate is not None:
+        gate = checks.gate.check(x)
     if gate is not None and not gate.lesion_photo:
         return Assessment(clf.name, False, gate=gate, image=x)
-    with_gate = gate is None and checks.gate is not None
-    if not overlap and with_gate:  # the gate first: a refused photo costs no classifier pass
-        gate = checks.gate.check(x)
-        if not gate.lesion_photo:
-            return Assessment(clf.name, False, gate=gate, image=x)
-        with_gate = False
-    side = _side().submit(photo_checks, checks, x, with_gate) if overlap else None
-    try:
-        expl = explanation
-        if expl is None and method:
-            expl = clf.explain(x, method, threshold=threshold)
-        if expl is not None:
-            pred, emb = expl.prediction, expl.embedding
-        else:
-            pred, emb = clf.predict_embed(x, threshold=threshold)
-    finally:
-        checked, mask = side.result() if side is not None else photo_checks(checks, x, with_gate=False)
-    if with_gate:
-        gate = checked
-        if not gate.lesion_photo:
-            return Assessment(clf.name, False, gate=gate, image=x)
+    expl = explanation
+    if expl is None and method:
+        expl = clf.explain(x, method, threshold=threshold)
+    if expl is not None:
+        pred, emb = expl.prediction, expl.embedding
+    else:
+        pred, emb = clf.predict_embed(x, threshold=threshold)
     fam_model = checks.familiarity(clf)
     fam = fam_model.score(emb) if fam_model is not None and emb is not None else None
+    mask = None
     share = None
-    if mask is not None and expl is not None and not expl.flat:
-        share = on_lesion_share(expl.heatmap, mask)
+    if checks.segmenter is not None:
+        mask = mask_at(checks.segmenter.mask(x), x.shape[0])
+        if expl is not None and not expl.flat:
+            share = on_lesion_share(expl.heatmap, mask)
     return Assessment(clf.name, True, gate=gate, prediction=pred, explanation=expl, familiarity=fam,
                       quality=hints(x, mask), lesion_mask=mask, on_lesion_share=share, image=x)

@@ -16,7 +16,6 @@ import numpy as np
 import pytest
 from PIL import Image, ImageFilter
 
-from badfiles import lesion
 from models.familiarity import UNFAMILIAR_WARNING, Familiarity, card_entry, fit_familiarity
 from models.gate import NOT_A_LESION, load_gate
 from models.quality import hints
@@ -253,22 +252,6 @@ def test_assess_answers_with_every_check(torch_clf, checks):
                  checks=Checks(open_gate, checks.segmenter))
     assert odd.prediction is not None and not odd.familiarity.familiar
     assert UNFAMILIAR_WARNING in odd.warnings() and odd.to_dict()["familiar"] is False
-
-
-def test_overlapped_checks_answer_exactly_as_the_sequential_ones(torch_clf, checks):
-    """assess(overlap=True) runs the gate and segmenter in a helper thread while the model works: the
-    same verdict, numbers and outline as one after the other, for a lesion and for a refused photo."""
-    for img in (lesion(224, 3), square(make_document(5))):
-        seq = assess(torch_clf, img, "gradcam", checks=checks, overlap=False)
-        par = assess(torch_clf, img, "gradcam", checks=checks, overlap=True)
-        assert par.to_dict() == seq.to_dict()
-        assert (par.lesion_mask is None) == (seq.lesion_mask is None)
-        if seq.lesion_photo:
-            assert (par.lesion_mask == seq.lesion_mask).all()
-            assert np.array_equal(par.explanation.heatmap, seq.explanation.heatmap)
-        else:
-            assert par.prediction is None and par.explanation is None
-    assert assess(torch_clf, lesion(224, 3), "gradcam", checks=checks).lesion_photo  # a real photo passes
 
 
 # ------------------------------------------------------------------ CLI
