@@ -38,4 +38,6 @@ def test_latency_prints_every_model_asked_for(capsys):
     latency.main(["--models", "torch_cnn,efficientnet_lite0", "--repeats", "2", "--size", "64"])
     out = capsys.readouterr().out
     for name in ("torch_cnn", "efficientnet_lite0"):
-        assert any(name in line for line in out.splitlines() if line.startswith("|")), out
+        row = next(line for line in out.splitlines() if line.startswith(f"| {name} |"))
+        cells = [c.strip() for c in row.strip("|").split("|")]
+        assert len(cells) == 10 and all(re.fullmatch(r"\d+\.\d\dx", c) for c in cells[6:]), row
