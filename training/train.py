@@ -210,7 +210,8 @@ def run_config(cfg: dict[str, Any]) -> int:
             writer.update(state="failed", message=str(exc))
             writer.log(f"error: {exc}")
             print(f"error: {exc}", file=sys.stderr)
-            return 2
+            code = 2
+            return code
         info = split.info()
         writer.log(f"data: {info['root']} train {info['counts']['train']} val {info['counts']['val']}; "
                    f"{info['skipped']} unreadable files skipped, {info['duplicates_removed']} duplicates removed")
@@ -243,10 +244,12 @@ def run_config(cfg: dict[str, Any]) -> int:
             import torch.distributed as tdist
 
             # Rank 0 writes the card after the last epoch while the others are done: they wait for it,
-            # so no rank tears the process group down under another (gloo aborts the early one).
-            try:
-                tdist.barrier()
-            except RuntimeError:
-                pass
+            # so no rank tears the process group down under another (gloo aborts the early one). A rank
+            # that failed does not wait: the others' next collective then fails instead of hanging.
+            if code == 0:
+                try:
+                    tdist.barrier()
+                except RuntimeError:
+                    pass
             tdist.destroy_process_group()
     return code
