@@ -63,13 +63,27 @@ def _checks(card: dict) -> list[str]:
     peak = f"{hm['peak_on_lesion']:.0%} of {hm['n']} photos" if hm.get("n") else "–"
     mass = (f"{hm['mass_on_lesion']:.0%} (lesion covers {hm['lesion_share_of_frame']:.0%})"
             if hm.get("n") else "–")
-    return [flips or "–", peak, mass]
+    return [flips or "–", peak, mass, _familiarity(c)]
+
+
+def _familiarity(checks: dict) -> str:
+    """How often the unfamiliar-photo warning fires, and the accuracy with and without it: on the
+    validation photos, and on benign photos with a dark rim (a camera the models should not trust)."""
+    def one(label: str, a: dict | None) -> str | None:
+        if not a or not a.get("n"):
+            return None
+        acc = " / ".join("–" if a.get(k) is None else f"{a[k]:.2f}" for k in ("accuracy_familiar", "accuracy_unfamiliar"))
+        return f"{label} {a['unfamiliar'] / a['n']:.0%} flagged (accuracy {acc})"
+
+    parts = [one("validation", (checks.get("familiarity") or {}).get("validation")),
+             one("dark rim", ((checks.get("shortcut_probe") or {}).get("dark_rim") or {}).get("familiarity"))]
+    return " · ".join(p for p in parts if p) or "–"
 
 
 rows = ["framework", "initialisation", "input", "data", "training", "validation accuracy", "validation AUC",
         "sensitivity", "specificity", "threshold", "calibration (ECE)", "temperature",
         "benign labels flipped by a dark rim / blue cast / colour chart", "heatmap peak on the lesion",
-        "heatmap mass on the lesion"]
+        "heatmap mass on the lesion", "unfamiliar-photo warning (accuracy familiar / unfamiliar)"]
 table: dict[str, list[str]] = {"": rows}
 no_weights = []
 for name in MODEL_NAMES:
@@ -88,10 +102,13 @@ for name in MODEL_NAMES:
         common.fmt_metric(card.get("temperature"), 2),
     ] + _checks(card)
 st.table(table)
-st.caption("The last three rows are the project's own checks (`python -m training.checks`, on the validation "
+st.caption("The last four rows are the project's own checks (`python -m training.checks`, on the validation "
            "split): a model that learned the lesion barely changes its answer when a dermatoscope's dark rim, a "
            "blue cast or a colour chart is added to a benign photo, and its heatmap peaks on the lesion (on "
-           "HAM10000 photos with an expert lesion mask) far more often than the lesion's share of the frame.")
+           "HAM10000 photos with an expert lesion mask) far more often than the lesion's share of the frame. The "
+           "last row says how often the unfamiliar-photo warning fires and how often the answers with and without "
+           "it are right: here the flagged photos are not answered worse, so the warning means *unlike the "
+           "training photos*, not *probably wrong*.")
 st.caption("Validation metrics come from each model card: photos held out from training (split by lesion), "
            "probabilities calibrated by temperature scaling. The threshold is the highest one whose validation "
            "sensitivity is at least 0.90 where possible: missing a melanoma costs more than a second look at a "

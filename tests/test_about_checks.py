@@ -13,10 +13,14 @@ def test_about_shows_the_cards_checks_and_sources(tmp_path, monkeypatch):
                                                                "val": {"benign": 1, "malignant": 1}}},
                                 {"name": "ham10000", "counts": {"train": {"benign": 10, "malignant": 2},
                                                                  "val": {"benign": 2, "malignant": 1}}}]}
-    card["checks"] = {"shortcut_probe": {"n": 50, "dark_rim": {"flipped": 0.04}, "blue_cast": {"flipped": 0.02},
-                                         "colour_chart": {"flipped": 0.1}},
+    card["checks"] = {"shortcut_probe": {"n": 50, "dark_rim": {"flipped": 0.04, "familiarity": {
+                                             "n": 50, "unfamiliar": 5, "accuracy_familiar": 0.6,
+                                             "accuracy_unfamiliar": 0.8}},
+                                         "blue_cast": {"flipped": 0.02}, "colour_chart": {"flipped": 0.1}},
                       "heatmap_on_lesion": {"n": 40, "peak_on_lesion": 0.75, "mass_on_lesion": 0.52,
-                                            "lesion_share_of_frame": 0.33}}
+                                            "lesion_share_of_frame": 0.33},
+                      "familiarity": {"validation": {"n": 200, "unfamiliar": 10, "accuracy_familiar": 0.7,
+                                                     "accuracy_unfamiliar": None}}}
     write_card(wdir / "torch_cnn.json", card)
     monkeypatch.setenv("LESION_LENS_WEIGHTS_DIR", str(wdir))
     at = app("pages/about.py")
@@ -26,5 +30,7 @@ def test_about_shows_the_cards_checks_and_sources(tmp_path, monkeypatch):
     assert rows["benign labels flipped by a dark rim / blue cast / colour chart"] == "rim 4% · blue 2% · chart 10%"
     assert rows["heatmap peak on the lesion"] == "75% of 40 photos"
     assert rows["heatmap mass on the lesion"] == "52% (lesion covers 33%)"
+    assert rows["unfamiliar-photo warning (accuracy familiar / unfamiliar)"] == (
+        "validation 5% flagged (accuracy 0.70 / –) · dark rim 10% flagged (accuracy 0.60 / 0.80)")
     # a card without checks says so instead of inventing numbers
     assert dict(zip(table.iloc[:, 0], table["EfficientNet-Lite0"])).get("heatmap peak on the lesion", "–") == "–"
