@@ -95,21 +95,18 @@ def _rates(y: np.ndarray, p: np.ndarray, thr: float) -> dict[str, Any]:
     return {k: m[k] for k in ("n", "auc", "sensitivity", "specificity", "accuracy")}
 
 
-def per_group(y: np.ndarray, p: np.ndarray, thr: float, keys: list[str]) -> dict[str, dict]:
-    out = {}
+def groups(keys: list[str]):
+    """(name, boolean mask) for each distinct key, sorted; an empty key is named "unknown"."""
     for k in sorted(set(keys)):
-        sel = np.array([x == k for x in keys])
-        if sel.any():
-            out[k or "unknown"] = _rates(y[sel], p[sel], thr)
-    return out
+        yield k or "unknown", np.array([x == k for x in keys])
+
+
+def per_group(y: np.ndarray, p: np.ndarray, thr: float, keys: list[str]) -> dict[str, dict]:
+    return {k: _rates(y[sel], p[sel], thr) for k, sel in groups(keys) if sel.any()}
 
 
 def per_dx(p: np.ndarray, thr: float, dx: list[str]) -> dict[str, dict]:
-    out = {}
-    for d in sorted(set(dx)):
-        sel = np.array([x == d for x in dx])
-        out[d or "unknown"] = {"n": int(sel.sum()), "called_malignant": float((p[sel] >= thr).mean())}
-    return out
+    return {d: {"n": int(sel.sum()), "called_malignant": float((p[sel] >= thr).mean())} for d, sel in groups(dx)}
 
 
 def predict_familiar(clf, images: np.ndarray, fam) -> tuple[np.ndarray, np.ndarray | None]:
@@ -211,8 +208,7 @@ def run_checks(clf, data: list[str] | None = None, limit: int | None = 400, seed
         correct = (p >= thr).astype(int) == val.labels
         result["familiarity"] = {
             "validation": accuracy_split(familiar, correct),
-            "per_source": {k or "unknown": accuracy_split(familiar[sel], correct[sel])
-                           for k in sorted(set(val.sources)) for sel in [np.array([x == k for x in val.sources])]}}
+            "per_source": {k: accuracy_split(familiar[sel], correct[sel]) for k, sel in groups(val.sources)}}
     return result
 
 
