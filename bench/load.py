@@ -133,7 +133,7 @@ def photo(seed: int, size: int = 256) -> Photo:
 
 def expected_probability(clf, p: Photo) -> float:
     # The Diagnose page shows the prediction that comes with the heatmap; compute it the same way.
-    return float(clf.explain(p.data, "gradcam").prediction.prob_malignant)
+    return float(clf.explain(p.data).prediction.prob_malignant)
 
 
 def bare_answer(p: Photo) -> float:

@@ -1,7 +1,11 @@
 """The three PyTorch architectures, all wrapped in one shape: body -> pool -> head.
 
-`LesionNet.body` ends with the last convolutional activation, so Grad-CAM always targets
-`model.body`, `embed` is the pooled body output, and the head is a small linear layer.
+`LesionNet.body` ends with the last convolutional activation, `embed` is the pooled body output,
+and the head is a small linear layer. The heatmap methods read `cam_layer(method)`: the body's
+output, except Layer-CAM, which reads `fine_layer`, the last layer before the final downsampling
+(stride 16: 8x8 at 128 px). DenseNet161 and EfficientNet-Lite0 end at stride 32, a 4x4 grid at
+128 px, too coarse to say which part of a lesion mattered; Layer-CAM weighs every location by its
+own gradient and is made for such earlier layers. For the small CNN both are the body (16x16).
 """
 
 from __future__ import annotations
@@ -24,6 +28,15 @@ class LesionNet(nn.Module):
         self.dropout = nn.Dropout(dropout)
         self.head = nn.Linear(features, num_classes)
         self.features = features
+        self.fine_layer_name = "body"  # a name, not a module attribute: the state dict stays as it was
+
+    @property
+    def fine_layer(self) -> nn.Module:
+        return self.get_submodule(self.fine_layer_name)
+
+    def cam_layer(self, method: str) -> nn.Module:
+        """The layer a heatmap method reads (see the module docstring)."""
+        return self.fine_layer if method == "layercam" else self.body
 
     def embed(self, x: torch.Tensor) -> torch.Tensor:
         return torch.flatten(self.pool(self.body(x)), 1)
@@ -95,7 +108,9 @@ def densenet161(weights: str | os.PathLike | None = None) -> tuple[LesionNet, st
     body = nn.Sequential()
     body.add_module("features", tv.features)
     body.add_module("relu", nn.ReLU(inplace=False))
-    return LesionNet(body, tv.classifier.in_features, dropout=0.2), init
+    model = LesionNet(body, tv.classifier.in_features, dropout=0.2)
+    model.fine_layer_name = "body.features.transition3.conv"  # after dense block 3, before its 2x2 pool
+    return model, init
 
 
 def _fix_legacy_densenet_keys(state: dict) -> dict:
@@ -139,7 +154,9 @@ def efficientnet_lite0(weights: str | os.PathLike | None = "imagenet") -> tuple[
     features = net._fc.in_features
     net._fc = nn.Identity()
     net._dropout = nn.Identity()
-    return LesionNet(_EfficientNetBody(net), features, dropout=0.2), init
+    model = LesionNet(_EfficientNetBody(net), features, dropout=0.2)
+    model.fine_layer_name = "body.net._blocks.10"  # the last block at stride 16 (112 channels)
+    return model, init
 
 
 def build_torch(name: str, weights: str | os.PathLike | None = None) -> tuple[LesionNet, str]:

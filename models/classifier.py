@@ -147,6 +147,11 @@ class Classifier:
         return float(self.card.get("temperature", 1.0) or 1.0)
 
     @property
+    def default_cam(self) -> str:
+        """The heatmap method used when none is named."""
+        return self.cam_methods[0]
+
+    @property
     def trained(self) -> bool:
         return bool(self.card.get("epochs"))
 
@@ -190,8 +195,9 @@ class Classifier:
         p = float(probs.mean())
         return Prediction(self.name, p, label_at(p, thr, self.card["classes"]), thr), probs
 
-    def explain(self, image: ImageSource | np.ndarray, method: str = "gradcam",
+    def explain(self, image: ImageSource | np.ndarray, method: str | None = None,
                 threshold: float | None = None) -> Explanation:
+        method = method or self.default_cam
         if method not in self.cam_methods:
             raise ValueError(f"{self.name} supports CAM methods {', '.join(self.cam_methods)}, not {method!r}")
         thr = self.threshold if threshold is None else float(threshold)

@@ -44,7 +44,8 @@ def get_args_parser() -> argparse.ArgumentParser:
                    help="photos of lesions (JPEG, PNG, WebP, BMP, TIFF, GIF) or folders of them")
     p.add_argument("--cam", default=None, metavar="OUT.png",
                    help="write the Grad-CAM overlay (with the lesion outline) here; a folder for several images")
-    p.add_argument("--method", default="gradcam", choices=TORCH_CAM_METHODS, help="CAM method (Keras: gradcam)")
+    p.add_argument("--method", default=None, choices=TORCH_CAM_METHODS,
+                   help="heatmap method (default: the model's own, layercam for the PyTorch models; Keras: gradcam)")
     p.add_argument("--threshold", type=float, default=None, help="decision threshold (default: the model card's)")
     p.add_argument("--json", action="store_true", help="print one JSON object per image, one a line")
     p.add_argument("--no-checks", action="store_true",
@@ -134,6 +135,7 @@ def run(args: argparse.Namespace, emit) -> int:
         if not batch and out.parent and not out.parent.exists():
             raise ValueError(f"{out.parent}: folder does not exist")
     clf = open_classifier(args)
+    args.method = args.method or clf.default_cam
     if (args.cam or not args.no_checks) and args.method not in clf.cam_methods:
         raise ValueError(f"{args.model} supports --method {', '.join(clf.cam_methods)}")
     checks = None

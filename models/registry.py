@@ -39,7 +39,9 @@ class ModelSpec:
     cam_methods: tuple[str, ...]
 
 
-TORCH_CAM_METHODS = ("gradcam", "gradcam++", "xgradcam", "eigencam", "layercam")
+# The first is each model's default heatmap. Layer-CAM (at `LesionNet.fine_layer`) measured more often on
+# the lesion and more faithful than Grad-CAM for the PyTorch models (README: "Which heatmap").
+TORCH_CAM_METHODS = ("layercam", "gradcam", "gradcam++", "xgradcam", "eigencam")
 
 SPECS: dict[str, ModelSpec] = {
     "keras_cnn": ModelSpec("keras_cnn", "Keras CNN", "keras", 128, (0.5, 0.5, 0.5), (0.5, 0.5, 0.5),

@@ -28,7 +28,7 @@ def cam_class(method: str) -> type:
 
     classes = {"gradcam": pgc.GradCAM, "gradcam++": pgc.GradCAMPlusPlus, "xgradcam": pgc.XGradCAM,
                "eigencam": pgc.EigenCAM, "layercam": pgc.LayerCAM}
-    assert tuple(classes) == TORCH_CAM_METHODS
+    assert set(classes) == set(TORCH_CAM_METHODS)
     return classes[method]
 
 
@@ -94,14 +94,14 @@ class TorchClassifier(Classifier):
     def _cam(self, method: str):
         cam = self._cams.get(method)
         if cam is None:
-            cam = cam_class(method)(model=self.model, target_layers=[self.model.body])
+            cam = cam_class(method)(model=self.model, target_layers=[self.model.cam_layer(method)])
             cam.activations_and_grads.release()  # hooks go on only inside `_hooks`
             self._cams[method] = cam
         return cam
 
     @contextlib.contextmanager
     def _hooks(self, cam):
-        layer = self.model.body
+        layer = cam.target_layers[0]
         aag = cam.activations_and_grads
         cut = layer.register_forward_hook(_cut_graph_here)
         aag.handles = [layer.register_forward_hook(aag.save_activation),

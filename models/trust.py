@@ -169,14 +169,17 @@ def on_lesion_share(heatmap: np.ndarray, mask: np.ndarray) -> float | None:
     return float(heatmap[mask].sum() / total)
 
 
-def assess(clf: Classifier, image: ImageSource | np.ndarray, method: str | None = "gradcam",
+def assess(clf: Classifier, image: ImageSource | np.ndarray, method: str | None = "default",
            threshold: float | None = None, checks: Checks | None = None, gate: GateResult | None = None,
            explanation: Explanation | None = None) -> Assessment:
     """Gate, then prediction (+ heatmap when `method`), familiarity, quality and lesion outline.
 
+    `method`: the heatmap method, "default" for the model's own, None for no heatmap;
     `gate`: a verdict already made for this photo (a page asks once per photo, whatever the model);
     `explanation`: this classifier's explanation of the photo, already computed (its embedding is used)."""
     checks = checks or default_checks()
+    if method == "default":
+        method = clf.default_cam
     x = clf.prepare(image)
     if gate is None and checks.gate is not None:
         gate = checks.gate.check(x)

@@ -31,7 +31,8 @@ CAM_HELP = {
     "gradcam++": "Grad-CAM++: like Grad-CAM with higher-order gradient weights; often covers several regions.",
     "xgradcam": "XGrad-CAM: gradients weighted by the activations themselves (axiom-based).",
     "eigencam": "Eigen-CAM: the first principal component of the feature maps; ignores the answer (no gradients).",
-    "layercam": "Layer-CAM: element-wise positive gradients times activations; finer detail.",
+    "layercam": ("Layer-CAM (the PyTorch models' default): each location's activations weighted by its own "
+                 "positive gradient; read one stage earlier in DenseNet161 and EfficientNet-Lite0, so finer."),
 }
 
 

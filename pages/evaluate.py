@@ -192,7 +192,7 @@ def folder_overlay(checkpoint: str, ckpt_stamp: tuple, path: str, stamp: tuple, 
     """The mistakes gallery's overlay of one folder photo: the heatmap of the label `said` (any threshold
     that gives that label gives the same map, so `_thr` is not part of the key). Shared by sessions, so a
     reopened result shows its gallery at once: these are the server's dataset files, not uploads."""
-    return _clf.explain(Path(path).read_bytes(), "gradcam", threshold=_thr).overlay(0.45, size=220)
+    return _clf.explain(Path(path).read_bytes(), threshold=_thr).overlay(0.45, size=220)
 
 
 # ------------------------------------------------------------------ page
@@ -400,7 +400,7 @@ else:
                 img = folder_overlay(str(picked["checkpoint"]), ckpt_stamp, str(path), file_stamp(path), said, thr, clf)
             else:  # an uploaded photo: remembered for this session only
                 img = common.memo(("eval_explain", classifiers.model_key(clf), data_key, r["path"], said),
-                                  lambda: clf.explain(zip_set.data(r["path"]), "gradcam", threshold=thr)
+                                  lambda: clf.explain(zip_set.data(r["path"]), threshold=thr)
                                   .overlay(0.45, size=220))
         except (OSError, ValueError) as exc:
             grid[i % 4].caption(f"{path.name}: {exc}")

@@ -18,7 +18,8 @@ def test_about_shows_the_cards_checks_and_sources(tmp_path, monkeypatch):
                                              "accuracy_unfamiliar": 0.8}},
                                          "blue_cast": {"flipped": 0.02}, "colour_chart": {"flipped": 0.1}},
                       "heatmap_on_lesion": {"n": 40, "peak_on_lesion": 0.75, "mass_on_lesion": 0.52,
-                                            "lesion_share_of_frame": 0.33},
+                                            "lesion_share_of_frame": 0.33, "method": "layercam",
+                                            "log_odds_drop": {"share": 0.2, "heatmap": 0.61, "random": 0.12}},
                       "familiarity": {"validation": {"n": 200, "unfamiliar": 10, "accuracy_familiar": 0.7,
                                                      "accuracy_unfamiliar": None}}}
     write_card(wdir / "torch_cnn.json", card)
@@ -28,8 +29,9 @@ def test_about_shows_the_cards_checks_and_sources(tmp_path, monkeypatch):
     rows = dict(zip(table.iloc[:, 0], table["PyTorch CNN"]))
     assert rows["data"] == "kaggle: 7 train + 2 val; ham10000: 12 train + 3 val"
     assert rows["benign labels flipped by a dark rim / blue cast / colour chart"] == "rim 4% · blue 2% · chart 10%"
-    assert rows["heatmap peak on the lesion"] == "75% of 40 photos"
+    assert rows["heatmap peak on the lesion"] == "75% of 40 photos (layercam)"
     assert rows["heatmap mass on the lesion"] == "52% (lesion covers 33%)"
+    assert rows["answer's log-odds drop when the heatmap's hottest fifth is blurred"] == "0.61 (random blobs 0.12)"
     assert rows["unfamiliar-photo warning (accuracy familiar / unfamiliar)"] == (
         "validation 5% flagged (accuracy 0.70 / –) · dark rim 10% flagged (accuracy 0.60 / 0.80)")
     # a card without checks says so instead of inventing numbers

@@ -209,7 +209,7 @@ def test_diagnose_upload_gives_prediction_heatmap_and_download(weights):
     assert 0.0 <= p <= 100.0
     assert "At threshold 0.000:" in texts(at.markdown) and ">malignant</span>" in texts(at.markdown)
     assert len(at.image) == 3  # photo, heatmap, overlay
-    assert any("Heatmap (gradcam)" in str(im.proto) for im in at.image)
+    assert any("Heatmap (layercam)" in str(im.proto) for im in at.image)  # the PyTorch models' default
     assert [b.label for b in at.download_button] == ["Download the report (PDF)", "Download the overlay (PNG)"]
     assert "sensitivity" in texts(at.markdown)
 
@@ -375,7 +375,7 @@ def test_compare_shows_every_model_and_the_disagreement(weights):
     at.selectbox(key="cmp_cam_torch_cnn").set_value("eigencam").run()  # each model has its own method
     no_exception(at)
     assert any("eigencam" in str(im.proto) for im in at.image)
-    assert any("gradcam: evidence" in str(im.proto) for im in at.image)
+    assert any("layercam: evidence" in str(im.proto) for im in at.image)
 
 
 def test_compare_says_when_models_agree(tmp_path, monkeypatch):

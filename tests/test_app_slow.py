@@ -39,7 +39,7 @@ def test_diagnose_every_model(all_weights):
         assert len(prob_percent(at)) == 1 and len(at.image) == 3, name
         methods = list(at.selectbox(key="diag_cam").options)
         assert methods == (["gradcam"] if name == "keras_cnn" else
-                           ["gradcam", "gradcam++", "xgradcam", "eigencam", "layercam"])
+                           ["layercam", "gradcam", "gradcam++", "xgradcam", "eigencam"])
     at.selectbox(key="diag_model").set_value("densenet161").run()
     at.selectbox(key="diag_cam").set_value("layercam").run()
     no_exception(at)
@@ -56,7 +56,7 @@ def test_compare_all_four(all_weights):
     assert len(prob_percent(at)) == 4 and len(at.image) == 5  # the photo and four heatmaps
     for name in DISPLAY:  # each model offers the methods it supports (the Keras model: Grad-CAM only)
         assert list(at.selectbox(key=f"cmp_cam_{name}").options) == (
-            ["gradcam"] if name == "keras_cnn" else ["gradcam", "gradcam++", "xgradcam", "eigencam", "layercam"])
+            ["gradcam"] if name == "keras_cnn" else ["layercam", "gradcam", "gradcam++", "xgradcam", "eigencam"])
     warning = texts(at.warning)
     assert "The models disagree" in warning
     assert "PyTorch CNN and DenseNet161 say **malignant**" in warning

@@ -335,8 +335,47 @@ def test_predict_threshold_cam_draws_the_heatmap_of_the_printed_label(tmp_path, 
     assert main(["--model", "torch_cnn", "--checkpoint", str(tmp_path / "torch_cnn.pt"), str(photo),
                  "--threshold", str(t), "--cam", str(out), "--json", *extra]) == 0
     answer = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
-    reference = TorchClassifier(clf.model, {**clf.card, "threshold": t}).explain(photo, "gradcam")
+    reference = TorchClassifier(clf.model, {**clf.card, "threshold": t}).explain(photo)  # the default method
     assert answer["label"] == reference.prediction.label != clf.predict(photo).label
-    assert not reference.flat and not clf.explain(photo, "gradcam").flat
+    assert not reference.flat and not clf.explain(photo).flat
     drawn = np.asarray(Image.open(out).convert("RGB"), dtype=np.int16)
     assert np.abs(drawn - np.asarray(reference.overlay(), dtype=np.int16)).max() <= 1
+
+
+@pytest.mark.parametrize("name", ["efficientnet_lite0", "densenet161"])
+def test_layercam_reads_the_stride_16_layer_and_matches_stock_layercam(name):
+    """The two ImageNet networks end at stride 32 (a 4x4 grid at 128 px); Layer-CAM reads their last
+    stride-16 layer instead, through the same one-forward hooks, and draws what pytorch-grad-cam's own
+    LayerCAM (gradients through the whole network) draws on that layer."""
+    import copy
+
+    import pytorch_grad_cam as pgc
+
+    torch.manual_seed(0)
+    model, _ = build_torch(name, None)
+    clf = TorchClassifier(model, default_card(name, image_size=64))
+    assert clf.default_cam == "layercam" and model.cam_layer("layercam") is model.fine_layer
+    assert model.cam_layer("gradcam") is model.body
+    img = make_lesion("malignant", 64, 5)
+    seen = []
+    hook = model.fine_layer.register_forward_hook(lambda m, i, o: seen.append(tuple(o.shape[-2:])))
+    try:
+        expl = clf.explain(img)
+    finally:
+        hook.remove()
+    assert expl.method == "layercam" and seen == [(4, 4)]  # 64 px / 16
+    assert not model.fine_layer._forward_hooks and not model.body._forward_hooks
+    stock_model = copy.deepcopy(model).eval().requires_grad_(True)
+    sign = 1.0 if expl.prediction.label == "malignant" else -1.0
+    stock = pgc.LayerCAM(model=stock_model, target_layers=[stock_model.fine_layer])
+    heat = stock(input_tensor=clf._tensor(img[None]), targets=[lambda out: sign * (out[1] - out[0])])[0]
+    assert not expl.flat
+    np.testing.assert_allclose(expl.heatmap, heat / heat.max(), atol=1e-4)
+
+
+@pytest.mark.parametrize("name", ["torch_cnn", "efficientnet_lite0", "densenet161"])
+def test_the_cam_layer_choice_leaves_the_state_dict_alone(name, tmp_path):
+    """Naming the Layer-CAM layer adds no key to the checkpoint: shipped weights still load strictly."""
+    model, _ = build_torch(name, None)
+    assert not [k for k in model.state_dict() if k.startswith("fine_layer")]
+    assert model.fine_layer is model.get_submodule(model.fine_layer_name)

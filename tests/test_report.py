@@ -82,7 +82,7 @@ def test_diagnose_report_pdf_and_png(weights, downloads):
     for expected in ["Photo: mole-of-mrs-x.png", f"Probability of malignant: {p:.1f}%", "PyTorch CNN: malignant",
                      "Label at threshold 0.000 (the model's own): malignant", PLAIN_DISCLAIMER,
                      "Validation (300 photos), at its threshold 0.000: AUC", "Trained on: throwaway test checkpoint",
-                     "Heatmap: gradcam, white line: the lesion's outline", "Not-a-lesion gate: passed",
+                     "Heatmap: layercam, white line: the lesion's outline", "Not-a-lesion gate: passed",
                      "Familiarity:", "Photo quality:", "Heatmap on the lesion: "]:
         assert expected in text, (expected, text)
     assert datetime.now().astimezone().strftime("Made: %Y-%m-%d") in text
@@ -114,7 +114,7 @@ def test_report_of_a_flat_map_has_no_overlay(tmp_path, monkeypatch, downloads):
     assert "No spatial evidence" in texts(at.info)
     assert [b.label for b in at.get("download_button")] == ["Download the report (PDF)"]  # no overlay to download
     pdf = downloads(at, "Download the report")
-    assert "Heatmap: gradcam: flat for this photo, no spatial evidence" in pdf_text(pdf)
+    assert "Heatmap: layercam: flat for this photo, no spatial evidence" in pdf_text(pdf)
     assert pdf.count(b"/Subtype /Image") == 1  # the photo only
 
 
@@ -178,22 +178,22 @@ def test_reports_are_made_in_memory():
 def test_cam_method_survives_a_model_change(weights):
     at = app()
     at.file_uploader(key="diag_upload").upload("mole.png", photo("benign", 2), "image/png").run()
-    at.selectbox(key="diag_cam").set_value("layercam").run()
+    at.selectbox(key="diag_cam").set_value("gradcam++").run()
     no_exception(at)
-    assert any("Heatmap (layercam)" in str(im.proto) for im in at.image)
+    assert any("Heatmap (gradcam++)" in str(im.proto) for im in at.image)
     at.selectbox(key="diag_model").set_value("efficientnet_lite0").run()
     no_exception(at)
     assert "EfficientNet-Lite0 says" in texts(at.subheader)
-    assert at.selectbox(key="diag_cam").value == "layercam"
-    assert any("Heatmap (layercam)" in str(im.proto) for im in at.image)
-    # a model without layercam (the Keras CNN: Grad-CAM only) falls back to Grad-CAM ...
+    assert at.selectbox(key="diag_cam").value == "gradcam++"
+    assert any("Heatmap (gradcam++)" in str(im.proto) for im in at.image)
+    # a model without gradcam++ (the Keras CNN: Grad-CAM only) falls back to Grad-CAM ...
     at.selectbox(key="diag_model").set_value("keras_cnn").run()
     no_exception(at)
     assert list(at.selectbox(key="diag_cam").options) == ["gradcam"] and at.selectbox(key="diag_cam").value == "gradcam"
     # ... and the next model that has it gets the user's choice back
     at.selectbox(key="diag_model").set_value("torch_cnn").run()
-    assert at.selectbox(key="diag_cam").value == "layercam"
-    assert any("Heatmap (layercam)" in str(im.proto) for im in at.image)
+    assert at.selectbox(key="diag_cam").value == "gradcam++"
+    assert any("Heatmap (gradcam++)" in str(im.proto) for im in at.image)
     # choosing Grad-CAM on purpose is a choice too
     at.selectbox(key="diag_cam").set_value("gradcam").run()
     at.selectbox(key="diag_model").set_value("efficientnet_lite0").run()

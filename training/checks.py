@@ -12,8 +12,10 @@ lesion grouping, from the model card unless `--data` names other folders):
   validation photos; reported are the mean change of P(malignant) and the share of labels that flip
   (a model that learned the lesion barely moves; one that learned the camera flips);
 - **heatmap on the lesion**: on validation photos with a lesion mask (HAM10000's), the share whose
-  Grad-CAM peak lies on the lesion, and the heatmap's mass on the lesion beside the lesion's share of
-  the frame (a map that ignores the lesion puts about the lesion's share there).
+  heatmap's peak lies on the lesion, and the heatmap's mass on the lesion beside the lesion's share of
+  the frame (a map that ignores the lesion puts about the lesion's share there); and whether the map
+  shows what the model used: blurring the map's hottest fifth of the photo should move the answer
+  (the label's log-odds) far more than blurring a random blob of the same area.
 
 With a familiarity score in the card, each is also split by it: the share of validation photos (per
 source) and of each probe's photos flagged unfamiliar, and the accuracy on familiar vs unfamiliar ones.
@@ -147,11 +149,44 @@ def load_mask(path: Path, size: int) -> np.ndarray | None:
         return None
 
 
-def heatmap_on_lesion(clf, images: np.ndarray, masks: list[np.ndarray], method: str = "gradcam") -> dict[str, Any]:
+DELETED_SHARE = 0.2  # the faithfulness check blurs this share of the photo
+
+
+def _label_log_odds(clf, images: np.ndarray, signs: np.ndarray) -> np.ndarray:
+    """Calibrated log-odds of the label each photo was given (+: malignant, -: benign)."""
+    logits, _ = clf.logits_embed_batch(images)
+    return signs * (logits[:, 1] - logits[:, 0]) / clf.temperature
+
+
+def deletion_drop(clf, images: np.ndarray, heatmaps: list[np.ndarray], signs: np.ndarray,
+                  share: float = DELETED_SHARE, seed: int = 0) -> dict[str, float]:
+    """How far the answer's log-odds fall when the hottest `share` of each photo (by its heatmap) is
+    blurred away, beside the same for smooth random blobs of that area (the no-information baseline)."""
+    import cv2
+
+    if not len(images):
+        return {"share": share, "heatmap": float("nan"), "random": float("nan")}
+    rng = np.random.default_rng(seed)
+    size = images.shape[1]
+    blurred = np.stack([cv2.GaussianBlur(im, (0, 0), size / 16) for im in images])
+
+    def blur_top(maps) -> np.ndarray:
+        sel = np.stack([m >= np.quantile(m, 1 - share) for m in maps])[..., None]
+        return np.where(sel, blurred, images)
+
+    blobs = [cv2.GaussianBlur(rng.random((size, size)).astype(np.float32), (0, 0), size / 10) for _ in images]
+    base = _label_log_odds(clf, images, signs)
+    return {"share": share,
+            "heatmap": float(np.mean(base - _label_log_odds(clf, blur_top(heatmaps), signs))),
+            "random": float(np.mean(base - _label_log_odds(clf, blur_top(blobs), signs)))}
+
+
+def heatmap_on_lesion(clf, images: np.ndarray, masks: list[np.ndarray], method: str | None = None) -> dict[str, Any]:
     """Share of photos whose heatmap peak lies on the lesion; heatmap mass on the lesion against the
-    lesion's share of the frame (means over photos)."""
-    peaks, mass, share, flat = [], [], [], 0
-    for img, mask in zip(images, masks):
+    lesion's share of the frame (means over photos); the deletion check (`deletion_drop`)."""
+    method = method or clf.default_cam
+    peaks, mass, share, kept, maps, signs, flat = [], [], [], [], [], [], 0
+    for i, (img, mask) in enumerate(zip(images, masks)):
         e = clf.explain(img, method)
         if e.flat:
             flat += 1
@@ -160,15 +195,19 @@ def heatmap_on_lesion(clf, images: np.ndarray, masks: list[np.ndarray], method: 
         peaks.append(bool(mask.flat[int(np.argmax(heat))]))
         mass.append(float((heat * mask).sum() / max(heat.sum(), 1e-9)))
         share.append(float(mask.mean()))
+        kept.append(i)
+        maps.append(heat)
+        signs.append(1.0 if e.prediction.prob_malignant >= e.prediction.threshold else -1.0)
     n = len(peaks)
     return {"n": n, "flat_maps": flat, "method": method,
             "peak_on_lesion": float(np.mean(peaks)) if n else float("nan"),
             "mass_on_lesion": float(np.mean(mass)) if n else float("nan"),
-            "lesion_share_of_frame": float(np.mean(share)) if n else float("nan")}
+            "lesion_share_of_frame": float(np.mean(share)) if n else float("nan"),
+            "log_odds_drop": deletion_drop(clf, images[kept], maps, np.asarray(signs))}
 
 
 def run_checks(clf, data: list[str] | None = None, limit: int | None = 400, seed: int = 0,
-               method: str = "gradcam") -> dict[str, Any]:
+               method: str | None = None) -> dict[str, Any]:
     from .data import load_split
     from .sources import locate, mask_path
 
@@ -232,9 +271,11 @@ def summary_line(r: dict[str, Any]) -> str:
     sp, hm, v = r["shortcut_probe"], r["heatmap_on_lesion"], r["validation"]
     probes = ", ".join(f"{k} flips {sp[k]['flipped']:.1%} (mean dP {sp[k]['mean_change']:+.3f})" for k in PROBES)
     return (f"{r['model']}: validation AUC {v['auc']:.3f}, sensitivity {v['sensitivity']:.3f}, specificity "
-            f"{v['specificity']:.3f} (n={v['n']}); shortcut probe on {sp['n']} benign photos: {probes}; heatmap peak "
-            f"on lesion {hm['peak_on_lesion']:.1%}, mass on lesion {hm['mass_on_lesion']:.1%} vs lesion share "
-            f"{hm['lesion_share_of_frame']:.1%} (n={hm['n']})" + (f"\n{familiarity_line(r)}" if r.get("familiarity") else ""))
+            f"{v['specificity']:.3f} (n={v['n']}); shortcut probe on {sp['n']} benign photos: {probes}; heatmap "
+            f"({hm['method']}) peak on lesion {hm['peak_on_lesion']:.1%}, mass on lesion {hm['mass_on_lesion']:.1%} vs "
+            f"lesion share {hm['lesion_share_of_frame']:.1%} (n={hm['n']}); blurring its hottest "
+            f"{hm['log_odds_drop']['share']:.0%} lowers the label's log-odds by {hm['log_odds_drop']['heatmap']:.2f} "
+            f"(random blobs: {hm['log_odds_drop']['random']:.2f})" + (f"\n{familiarity_line(r)}" if r.get("familiarity") else ""))
 
 
 def get_args_parser() -> argparse.ArgumentParser:
@@ -243,7 +284,7 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--checkpoint", default=None, help="default: the shipped weights")
     p.add_argument("--data", nargs="+", default=None, help="default: the sources in the model card")
     p.add_argument("--limit", type=int, default=400, help="photos per probe and for the heatmap check (0: all)")
-    p.add_argument("--method", default="gradcam")
+    p.add_argument("--method", default=None, help="heatmap method (default: the model's own)")
     p.add_argument("--json", action="store_true")
     p.add_argument("--write-card", action="store_true", help="store the results as the card's `checks`")
     return p
