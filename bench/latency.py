@@ -9,9 +9,9 @@ Columns, measured interleaved in the same run so load on the machine hits all al
   checked  - models.trust.assess: the gate, predict + explain, familiarity, quality, lesion outline and
              on-lesion share, i.e. everything a page shows (budget: <= 1.3x ours). The shipped gate
              runs with its thresholds opened, so every check runs whatever it thinks of the photo.
-  next     - the same for a further answer on a photo the gate has already passed (the pages ask the
-             gate once per photo, whatever the model or heatmap method): segmenter, quality,
-             familiarity and on-lesion share.
+  next     - the same for a further answer on a photo the gate has already passed and the segmenter
+             outlined (the pages make both once per photo, whatever the model or heatmap method):
+             quality, familiarity and on-lesion share.
 
     python bench/latency.py [--models a,b] [--repeats 20] [--size 224]
 
@@ -73,9 +73,10 @@ def checked_runners(clf, img):
         assert a.prediction is not None and a.familiarity is not None and a.lesion_mask is not None
 
     verdict = checks.gate.check(clf.prepare(img)) if checks.gate is not None else None
+    outline = checks.segmenter.mask(clf.prepare(img)) if checks.segmenter is not None else None
 
     def next_answer():
-        a = assess(clf, img, checks=checks, gate=verdict)
+        a = assess(clf, img, checks=checks, gate=verdict, lesion_mask=outline)
         assert a.prediction is not None and a.familiarity is not None and a.lesion_mask is not None
 
     return checked, next_answer
@@ -181,7 +182,7 @@ def main(argv=None):
     print()
     checks = all_checks()
     print(f"checks: gate {'on' if checks.gate else 'MISSING'}, segmenter {'on' if checks.segmenter else 'MISSING'}")
-    print("| model | forward ms (p50 / p95) | ours: predict+explain ms | + all checks ms | next answer, gate done ms "
+    print("| model | forward ms (p50 / p95) | ours: predict+explain ms | + all checks ms | next answer, gate + outline done ms "
           "| naive ms | ours / forward | checked / ours (<= 1.3x) | next / ours | naive / ours |")
     print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for name, f, o, n, c, x in rows:

@@ -171,12 +171,14 @@ def on_lesion_share(heatmap: np.ndarray, mask: np.ndarray) -> float | None:
 
 def assess(clf: Classifier, image: ImageSource | np.ndarray, method: str | None = "default",
            threshold: float | None = None, checks: Checks | None = None, gate: GateResult | None = None,
-           explanation: Explanation | None = None) -> Assessment:
+           explanation: Explanation | None = None, lesion_mask: np.ndarray | None = None) -> Assessment:
     """Gate, then prediction (+ heatmap when `method`), familiarity, quality and lesion outline.
 
     `method`: the heatmap method, "default" for the model's own, None for no heatmap;
     `gate`: a verdict already made for this photo (a page asks once per photo, whatever the model);
-    `explanation`: this classifier's explanation of the photo, already computed (its embedding is used)."""
+    `explanation`: this classifier's explanation of the photo, already computed (its embedding is used);
+    `lesion_mask`: the segmenter's mask of this photo's centre crop (any size), already made (a page makes
+    it once per photo, like the gate's verdict)."""
     checks = checks or default_checks()
     if method == "default":
         method = clf.default_cam
@@ -196,8 +198,8 @@ def assess(clf: Classifier, image: ImageSource | np.ndarray, method: str | None 
     fam = fam_model.score(emb) if fam_model is not None and emb is not None else None
     mask = None
     share = None
-    if checks.segmenter is not None:
-        mask = mask_at(checks.segmenter.mask(x), x.shape[0])
+    if lesion_mask is not None or checks.segmenter is not None:
+        mask = mask_at(checks.segmenter.mask(x) if lesion_mask is None else lesion_mask, x.shape[0])
         if expl is not None and not expl.flat:
             share = on_lesion_share(expl.heatmap, mask)
     return Assessment(clf.name, True, gate=gate, prediction=pred, explanation=expl, familiarity=fam,

@@ -1,7 +1,7 @@
 """What the checks of `models.trust` say, shown next to an answer on every page that predicts.
 
 - the gate, once per photo whatever the model: a photo that is not a skin lesion gets the gate's
-  sentence and no percentage;
+  sentence and no percentage (the lesion's outline, too, is made once per photo);
 - familiarity, per model: an unfamiliar photo gets its answer with a plain warning;
 - photo quality: short hints on how to retake the photo;
 - the lesion outline over the heatmap, and the share of the heatmap that lies on the lesion.
@@ -45,6 +45,15 @@ def gate(photo) -> GateResult | None:
                        lambda: c.gate.check(to_model_size(load_image(photo.data), GATE_VIEW)))
 
 
+def lesion_mask(photo) -> np.ndarray | None:
+    """The segmenter's mask of the photo's centre crop, once per photo and session (None without one)."""
+    c = checks()
+    if c.segmenter is None:
+        return None
+    return common.memo(("lesion_mask", photo.digest),
+                       lambda: c.segmenter.mask(to_model_size(load_image(photo.data), c.segmenter.size)))
+
+
 def refused(photo) -> bool:
     g = gate(photo)
     return g is not None and not g.lesion_photo
@@ -62,7 +71,7 @@ def assessment(clf, photo, method: str, explanation=None) -> Assessment:
 
     return common.memo(("assess", classifiers.model_key(clf), photo.digest, method),
                        lambda: assess(clf, photo.data, method, checks=checks(), gate=gate(photo),
-                                      explanation=explanation))
+                                      explanation=explanation, lesion_mask=lesion_mask(photo)))
 
 
 def show_unfamiliar(a: Assessment) -> None:

@@ -254,6 +254,33 @@ def test_assess_answers_with_every_check(torch_clf, checks):
     assert UNFAMILIAR_WARNING in odd.warnings() and odd.to_dict()["familiar"] is False
 
 
+def test_a_lesion_mask_made_once_per_photo_gives_the_same_answer(torch_clf, checks):
+    """The pages outline a photo once, whatever the model: handing that mask to assess() must give
+    what assess() finds itself, without running the segmenter again."""
+    import dataclasses
+
+    from models.gate import Gate
+
+    open_gate = Gate(dataclasses.replace(checks.gate.params, score_threshold=0.0, distance_threshold=np.inf),
+                     checks.gate.card, checks.gate.features)
+    img = make_lesion("benign", 128, 11)
+    first = assess(torch_clf, img, checks=Checks(open_gate, checks.segmenter))
+
+    class NoSegmenter:
+        def mask(self, image):
+            raise AssertionError("the segmenter ran again")
+
+    again = assess(torch_clf, img, checks=Checks(open_gate, NoSegmenter()), gate=first.gate,
+                   lesion_mask=checks.segmenter.mask(img))
+    assert first.lesion_mask.any() and np.array_equal(first.lesion_mask, again.lesion_mask)
+    assert again.on_lesion_share == pytest.approx(first.on_lesion_share)
+    assert again.quality == first.quality and again.warnings() == first.warnings()
+    # a mask made at another size (a 224 px model's crop) is resized to the model's input
+    half = assess(torch_clf, img, checks=Checks(open_gate, NoSegmenter()), gate=first.gate,
+                  lesion_mask=np.kron(first.lesion_mask, np.ones((2, 2), bool)))
+    assert np.array_equal(half.lesion_mask, first.lesion_mask)
+
+
 # ------------------------------------------------------------------ CLI
 
 @pytest.fixture(scope="module")
