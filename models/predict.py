@@ -43,7 +43,7 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("images", nargs="+", metavar="IMAGE",
                    help="photos of lesions (JPEG, PNG, WebP, BMP, TIFF, GIF) or folders of them")
     p.add_argument("--cam", default=None, metavar="OUT.png",
-                   help="write the Grad-CAM overlay (with the lesion outline) here; a folder for several images")
+                   help="write the heatmap overlay (with the lesion outline) here; a folder for several images")
     p.add_argument("--method", default=None, choices=TORCH_CAM_METHODS,
                    help="heatmap method (default: the model's own, layercam for the PyTorch models; Keras: gradcam)")
     p.add_argument("--threshold", type=float, default=None, help="decision threshold (default: the model card's)")
