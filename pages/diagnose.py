@@ -24,7 +24,7 @@ with left:
 with right:
     name = common.model_select("diag")
     methods = list(spec(name).cam_methods)
-    # One key for every model: the method chosen last is kept when the next model has it, else Grad-CAM.
+    # One key for every model: the method chosen last is kept when the next model has it, else its default.
     wanted = st.session_state.get("diag_cam_wanted", methods[0])
     st.session_state["diag_cam"] = wanted if wanted in methods else methods[0]
     method = st.selectbox("Heatmap method (CAM)", methods, key="diag_cam",
