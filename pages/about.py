@@ -123,6 +123,11 @@ st.caption("Validation metrics come from each model card: photos held out from t
            "photos (ImageNet), *scratch* from random numbers.")
 if no_weights:
     st.caption(f"No weights yet: {', '.join(no_weights)}. `python -m training --model NAME --data DIR` trains one.")
+made = {s.display: c["notes"] for s, c in ((spec(n), shipped_card(n)) for n in MODEL_NAMES) if c and c.get("notes")}
+if made:
+    with st.expander("How each model was made (its card's notes)"):
+        for display, note in made.items():
+            st.markdown(f"**{display}.** {note}")
 
 st.header("The data and its terms")
 st.markdown(

@@ -153,5 +153,6 @@ st.caption(f"{common.CAM_HELP.get(method, method)} The heatmap shows what moved 
 if card.get("data"):
     data = card["data"]
     n = card.get("epochs")
-    st.caption(f"{common.display(name)} was trained for {n} epoch{'' if n == 1 else 's'} on "
-               f"{data.get('name', 'its dataset') if isinstance(data, dict) else data}.")
+    how = "; About has the whole story of how it was made" if card.get("notes") else ""
+    st.caption(f"{common.display(name)}'s weights are epoch {n} of its last training run on "
+               f"{data.get('name', 'its dataset') if isinstance(data, dict) else data}{how}.")

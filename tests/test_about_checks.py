@@ -22,6 +22,7 @@ def test_about_shows_the_cards_checks_and_sources(tmp_path, monkeypatch):
                                             "log_odds_drop": {"share": 0.2, "heatmap": 0.61, "random": 0.12}},
                       "familiarity": {"validation": {"n": 200, "unfamiliar": 10, "accuracy_familiar": 0.7,
                                                      "accuracy_unfamiliar": None}}}
+    card["notes"] = "Fine-tuned 3 epochs from its two-stage weights with the dark rim on 80 % of photos."
     write_card(wdir / "torch_cnn.json", card)
     monkeypatch.setenv("LESION_LENS_WEIGHTS_DIR", str(wdir))
     at = app("pages/about.py")
@@ -34,5 +35,8 @@ def test_about_shows_the_cards_checks_and_sources(tmp_path, monkeypatch):
     assert rows["answer's log-odds drop when the heatmap's hottest fifth is blurred"] == "0.61 (random blobs 0.12)"
     assert rows["unfamiliar-photo warning (accuracy familiar / unfamiliar)"] == (
         "validation 5% flagged (accuracy 0.70 / –) · dark rim 10% flagged (accuracy 0.60 / 0.80)")
+    # how the model was made, from its card's notes
+    assert ("**PyTorch CNN.** Fine-tuned 3 epochs from its two-stage weights with the dark rim on 80 % of photos."
+            in [m.value for m in at.markdown])
     # a card without checks says so instead of inventing numbers
     assert dict(zip(table.iloc[:, 0], table["EfficientNet-Lite0"])).get("heatmap peak on the lesion", "–") == "–"
