@@ -221,3 +221,30 @@ def test_heatmap_on_lesion_scores_a_real_model_against_the_lesion_share():
     r = checks.heatmap_on_lesion(clf, imgs, masks)
     assert r["n"] + r["flat_maps"] == 4 and r["lesion_share_of_frame"] == pytest.approx(0.25)
     assert 0.0 <= r["peak_on_lesion"] <= 1.0 and 0.0 <= r["mass_on_lesion"] <= 1.0
+
+
+class _TopLeftTexture:
+    """A stand-in whose log-odds for 'malignant' are the fine texture of the photo's top-left quadrant."""
+
+    temperature = 1.0
+
+    def logits_embed_batch(self, images):
+        q = images[:, :32, :32].astype(float).mean(-1)
+        energy = np.abs(np.diff(q, axis=2)).mean(axis=(1, 2)) / 10
+        return np.stack([np.zeros_like(energy), energy], 1), np.zeros((len(images), 2), np.float32)
+
+
+def test_the_deletion_check_tells_a_map_on_the_evidence_from_one_beside_it():
+    rng = np.random.default_rng(0)
+    imgs = (rng.random((6, 64, 64, 3)) * 255).astype(np.uint8)
+    on, off = np.zeros((64, 64), np.float32), np.zeros((64, 64), np.float32)
+    on[:32, :32], off[32:, 32:] = 1.0, 1.0
+    signs = np.ones(len(imgs))
+    right = checks.deletion_drop(_TopLeftTexture(), imgs, [on] * 6, signs)
+    wrong = checks.deletion_drop(_TopLeftTexture(), imgs, [off] * 6, signs)
+    base = _TopLeftTexture().logits_embed_batch(imgs)[0][:, 1].mean()
+    assert right["heatmap"] > 0.8 * base  # blurring the evidence away removes nearly all of it
+    assert wrong["heatmap"] == pytest.approx(0.0, abs=1e-9)
+    assert 0.3 < right["random"] == wrong["random"] < right["heatmap"]  # same seed, same blobs
+    # the label's sign: for a 'benign' answer the same blur raises the log-odds of malignant, i.e. a drop
+    assert checks.deletion_drop(_TopLeftTexture(), imgs, [on] * 6, -signs)["heatmap"] < -0.8 * base
