@@ -17,7 +17,7 @@ from PIL import Image
 
 from models.familiarity import UNFAMILIAR_WARNING, Familiarity
 from models.preprocess import load_image, to_model_size
-from pages import classifiers, common
+from pages import classifiers, common, photos
 
 if TYPE_CHECKING:  # models.trust and models.gate import torch: not before the first page is up
     from models.gate import GateResult
@@ -46,12 +46,12 @@ def gate(photo) -> GateResult | None:
 
 
 def lesion_mask(photo) -> np.ndarray | None:
-    """The segmenter's mask of the photo's centre crop, once per photo and session (None without one)."""
+    """The segmenter's mask of the photo's centre crop, once per photo and session (None without one).
+    It reads the display crop the page has already decoded (`photos.display_crop`), not the file again."""
     c = checks()
     if c.segmenter is None:
         return None
-    return common.memo(("lesion_mask", photo.digest),
-                       lambda: c.segmenter.mask(to_model_size(load_image(photo.data), c.segmenter.size)))
+    return common.memo(("lesion_mask", photo.digest), lambda: c.segmenter.mask(photos.display_crop(photo)))
 
 
 def refused(photo) -> bool:
