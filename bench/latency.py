@@ -9,6 +9,8 @@ Columns, measured interleaved in the same run so load on the machine hits all al
   checked  - models.trust.assess: the gate, predict + explain, familiarity, quality, lesion outline and
              on-lesion share, i.e. everything a page shows (budget: <= 1.3x ours). The shipped gate
              runs with its thresholds opened, so every check runs whatever it thinks of the photo.
+  checked on PyTorch - the same with the gate's and the segmenter's networks on eager PyTorch, one
+             after the other (how they ran before ONNX Runtime; the baseline for `models.fastpath`)
   next     - the same for a further answer on a photo the gate has already passed and the segmenter
              outlined (the pages make both once per photo, whatever the model or heatmap method):
              quality, familiarity and on-lesion share.
@@ -36,25 +38,31 @@ ROOT = Path(__file__).resolve().parent.parent
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-CHECKS = None
+CHECKS = {}
 
 
-def all_checks():
-    """The shipped gate (thresholds opened: it never short-cuts the rest) and segmenter, loaded once."""
-    global CHECKS
-    if CHECKS is None:
+def all_checks(onnx: bool = True):
+    """The shipped gate (thresholds opened: it never short-cuts the rest) and segmenter, loaded once;
+    `onnx=False`: both networks on eager PyTorch, one after the other (the baseline for ONNX Runtime)."""
+    if onnx not in CHECKS:
+        import copy
         import dataclasses
 
-        from models.gate import Gate
+        from models.fastpath import FastRunner, example_input
+        from models.gate import FeatureExtractor, Gate
         from models.trust import Checks
 
         shipped = Checks.load()
-        gate = shipped.gate
+        gate, seg = shipped.gate, shipped.segmenter
         if gate is not None:
+            features = gate.features if onnx else FeatureExtractor(gate.features.size, onnx=False)
             gate = Gate(dataclasses.replace(gate.params, score_threshold=0.0, distance_threshold=float("inf")),
-                        gate.card, gate.features)
-        CHECKS = Checks(gate, shipped.segmenter)
-    return CHECKS
+                        gate.card, features)
+        if seg is not None and not onnx:
+            seg = copy.copy(seg)
+            seg.run = FastRunner(seg.model, example_input(3, seg.size), onnx=False)
+        CHECKS[onnx] = Checks(gate, seg)
+    return CHECKS[onnx]
 
 
 def checked_runners(clf, img):
@@ -67,9 +75,14 @@ def checked_runners(clf, img):
     _, emb = clf.logits_embed_batch(imgs)
     clf.card["familiarity"] = card_entry(*fit_familiarity(emb[:32], emb[32:]))
     checks = all_checks()
+    on_torch = all_checks(onnx=False)
 
     def checked():
         a = assess(clf, img, checks=checks)
+        assert a.prediction is not None and a.familiarity is not None and a.lesion_mask is not None
+
+    def checked_torch():
+        a = assess(clf, img, checks=on_torch)
         assert a.prediction is not None and a.familiarity is not None and a.lesion_mask is not None
 
     verdict = checks.gate.check(clf.prepare(img)) if checks.gate is not None else None
@@ -79,7 +92,7 @@ def checked_runners(clf, img):
         a = assess(clf, img, checks=checks, gate=verdict, lesion_mask=outline)
         assert a.prediction is not None and a.familiarity is not None and a.lesion_mask is not None
 
-    return checked, next_answer
+    return checked, checked_torch, next_answer
 
 
 def torch_runners(name: str, size: int):
@@ -181,15 +194,19 @@ def main(argv=None):
         print(f"  {name} done", flush=True)
     print()
     checks = all_checks()
-    print(f"checks: gate {'on' if checks.gate else 'MISSING'}, segmenter {'on' if checks.segmenter else 'MISSING'}")
-    print("| model | forward ms (p50 / p95) | ours: predict+explain ms | + all checks ms | next answer, gate + outline done ms "
-          "| naive ms | ours / forward | checked / ours (<= 1.3x) | next / ours | naive / ours |")
-    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
-    for name, f, o, n, c, x in rows:
-        mf, mo, mn, mc, mx = (statistics.median(v) for v in (f, o, n, c, x))
+    backends = {"gate": checks.gate and checks.gate.features.run.build(),
+                "segmenter": checks.segmenter and checks.segmenter.run.build()}
+    print("checks: " + ", ".join(f"{k} {v or 'MISSING'}" for k, v in backends.items())
+          + "; baseline: both on PyTorch, one after the other")
+    print("| model | forward ms (p50 / p95) | ours: predict+explain ms | + all checks ms | + all checks, PyTorch ms "
+          "| next answer, gate + outline done ms | naive ms | ours / forward | checked / ours (<= 1.3x) "
+          "| checked on PyTorch / ours | next / ours | naive / ours |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    for name, f, o, n, c, ct, x in rows:
+        mf, mo, mn, mc, mct, mx = (statistics.median(v) for v in (f, o, n, c, ct, x))
         print(f"| {name} | {mf:.1f} / {p95(f):.1f} | {mo:.1f} / {p95(o):.1f} | {mc:.1f} / {p95(c):.1f} | "
-              f"{mx:.1f} / {p95(x):.1f} | {mn:.1f} / {p95(n):.1f} | {mo / mf:.2f}x | {mc / mo:.2f}x | {mx / mo:.2f}x "
-              f"| {mn / mo:.2f}x |")
+              f"{mct:.1f} / {p95(ct):.1f} | {mx:.1f} / {p95(x):.1f} | {mn:.1f} / {p95(n):.1f} | {mo / mf:.2f}x "
+              f"| {mc / mo:.2f}x | {mct / mo:.2f}x | {mx / mo:.2f}x | {mn / mo:.2f}x |")
 
 
 if __name__ == "__main__":

@@ -9,13 +9,15 @@
 
 Order and cost: the gate runs first on the classifier's centre crop (a photo it refuses costs no
 classifier forward at all); the prediction, heatmap and embedding come from one forward pass; the
-familiarity score is a small matrix product on that embedding; the segmenter and the quality
-measures add a few milliseconds. The pages and `python -m models.predict` both call this.
+familiarity score is a small matrix product on that embedding; the gate and the segmenter run
+side by side on ONNX Runtime (`Checks.photo`), and the quality measures add under a millisecond.
+The pages and `python -m models.predict` both call this.
 """
 
 from __future__ import annotations
 
 import threading
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -49,6 +51,35 @@ class Checks:
     def load(cls) -> "Checks":
         return cls(load_gate(), load_segmenter())
 
+    def warm(self) -> "Checks":
+        """Ready both networks now (an ONNX export and a session each, about a second) rather than on the
+        first photo."""
+        for part in (getattr(self.gate, "features", None), self.segmenter):
+            run = getattr(part, "run", None)
+            if hasattr(run, "build"):
+                run.build()
+        return self
+
+    def photo(self, image: np.ndarray, outline_image: np.ndarray | None = None
+              ) -> tuple[GateResult | None, np.ndarray | None]:
+        """The two per-photo checks, side by side: the gate's verdict on `image` and the segmenter's
+        mask of `outline_image` (default: the same crop). Either is None when it is not shipped.
+
+        At batch 1 neither network fills two cores, so when both run on ONNX Runtime (which lets go
+        of the GIL) the outline is made on a helper thread while the gate runs here."""
+        outline_image = image if outline_image is None else outline_image
+        if self.gate is None or self.segmenter is None:
+            return (None if self.gate is None else self.gate.check(image),
+                    None if self.segmenter is None else self.segmenter.mask(outline_image))
+        if not (_on_onnx(getattr(self.gate, "features", None)) and _on_onnx(self.segmenter)):
+            return self.gate.check(image), self.segmenter.mask(outline_image)
+        pending = _helper().submit(self.segmenter.mask, outline_image)
+        try:
+            verdict = self.gate.check(image)
+        finally:
+            mask = pending.result()
+        return verdict, mask
+
     def familiarity(self, clf: Classifier) -> Familiarity | None:
         """The classifier's familiarity model, decoded from its card once per card."""
         with self._lock:
@@ -61,6 +92,21 @@ class Checks:
 
 _DEFAULT: Checks | None = None
 _DEFAULT_LOCK = threading.Lock()
+_HELPER: ThreadPoolExecutor | None = None
+
+
+def _on_onnx(part) -> bool:
+    """Whether this part's network runs on ONNX Runtime (which runs without the GIL)."""
+    run = getattr(part, "run", None)
+    return run is not None and hasattr(run, "build") and run.build() == "onnxruntime"
+
+
+def _helper() -> ThreadPoolExecutor:
+    global _HELPER
+    with _DEFAULT_LOCK:
+        if _HELPER is None:
+            _HELPER = ThreadPoolExecutor(1, thread_name_prefix="lesion-outline")
+        return _HELPER
 
 
 def default_checks() -> Checks:
@@ -184,7 +230,10 @@ def assess(clf: Classifier, image: ImageSource | np.ndarray, method: str | None 
         method = clf.default_cam
     x = clf.prepare(image)
     if gate is None and checks.gate is not None:
-        gate = checks.gate.check(x)
+        if lesion_mask is None and checks.segmenter is not None:
+            gate, lesion_mask = checks.photo(x)  # side by side; a refused photo's mask goes unused
+        else:
+            gate = checks.gate.check(x)
     if gate is not None and not gate.lesion_photo:
         return Assessment(clf.name, False, gate=gate, image=x)
     expl = explanation

@@ -36,22 +36,23 @@ def checks() -> Checks:
     return Checks.load()
 
 
-def gate(photo) -> GateResult | None:
-    """The gate's verdict on a photo (None when no gate is shipped), once per photo and session."""
+def photo_checks(photo) -> tuple[GateResult | None, np.ndarray | None]:
+    """The gate's verdict and the segmenter's mask of the photo's centre crop, made side by side
+    (`Checks.photo`) once per photo and session, whatever the model; either is None when not shipped.
+    The outline reads the display crop the page decodes anyway (`photos.display_crop`)."""
     c = checks()
-    if c.gate is None:
-        return None
-    return common.memo(("gate", photo.digest),
-                       lambda: c.gate.check(to_model_size(load_image(photo.data), GATE_VIEW)))
+    return common.memo(("photo_checks", photo.digest),
+                       lambda: c.photo(to_model_size(load_image(photo.data), GATE_VIEW), photos.display_crop(photo)))
+
+
+def gate(photo) -> GateResult | None:
+    """The gate's verdict on a photo (None when no gate is shipped)."""
+    return photo_checks(photo)[0]
 
 
 def lesion_mask(photo) -> np.ndarray | None:
-    """The segmenter's mask of the photo's centre crop, once per photo and session (None without one).
-    It reads the display crop the page has already decoded (`photos.display_crop`), not the file again."""
-    c = checks()
-    if c.segmenter is None:
-        return None
-    return common.memo(("lesion_mask", photo.digest), lambda: c.segmenter.mask(photos.display_crop(photo)))
+    """The segmenter's mask of the photo's centre crop (None without a segmenter)."""
+    return photo_checks(photo)[1]
 
 
 def refused(photo) -> bool:

@@ -1,7 +1,7 @@
 """The warm-up thread: once per server process, after the first page has been sent, load the default
 PyTorch model into the classifier cache, explain one grey image with it and load the trust checks
-(gate, segmenter), so the first prediction waits for neither torch, the checkpoint, pytorch-grad-cam's
-import (about 3 CPU-seconds here) nor the checks."""
+(gate, segmenter, their ONNX Runtime sessions built), so the first prediction waits for neither torch,
+the checkpoint, pytorch-grad-cam's import (about 3 CPU-seconds here) nor the checks."""
 
 from __future__ import annotations
 
@@ -45,7 +45,7 @@ def warm_up() -> None:
         try:
             clf = cached_classifier(name, str(ckpt), stamp)
             clf.explain(np.full((64, 64, 3), 128, np.uint8), spec(name).cam_methods[0])
-            checks()  # the not-a-lesion gate and the lesion segmenter every answer is checked with
+            checks().warm()  # the not-a-lesion gate and the lesion segmenter every answer is checked with
         except Exception:  # noqa: BLE001 - the page reports any problem when the model is used
             pass
 

@@ -40,4 +40,5 @@ def test_latency_prints_every_model_asked_for(capsys):
     for name in ("torch_cnn", "efficientnet_lite0"):
         row = next(line for line in out.splitlines() if line.startswith(f"| {name} |"))
         cells = [c.strip() for c in row.strip("|").split("|")]
-        assert len(cells) == 10 and all(re.fullmatch(r"\d+\.\d\dx", c) for c in cells[6:]), row
+        assert len(cells) == 12 and all(re.fullmatch(r"\d+\.\d\dx", c) for c in cells[7:]), row
+    assert "checks: gate onnxruntime, segmenter onnxruntime" in out  # and the baseline on PyTorch beside it

@@ -493,7 +493,7 @@ def main(argv=None) -> int:
         items = collect(args.lesions, args.negatives, args.per_source, args.per_category, rng)
         items += generated_items(args.generated, args.seed, chromium=not args.no_chromium)
         source_part = split_groups(items, args.holdout, args.calibration, rng)
-        extractor = FeatureExtractor(GATE_SIZE)
+        extractor = FeatureExtractor(GATE_SIZE, threads=torch.get_num_threads())  # batches: every core
         feats_l, meta, part_l = [], [], []
         batch, batch_meta = [], []
 

@@ -1,0 +1,142 @@
+"""The check networks on ONNX Runtime (models.fastpath): the same answers as PyTorch, and PyTorch
+whenever ONNX Runtime cannot be trusted or is not there.
+
+Real parts: the shipped gate and segmenter, real ONNX Runtime sessions, images generated here."""
+
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from models import fastpath
+from models.fastpath import FastRunner, example_input
+from models.gate import FeatureExtractor
+from models.trust import Checks
+from training.fit_gate import make_document, make_drawing
+from training.synthetic import make_lesion
+
+
+@pytest.fixture(scope="module")
+def checks():
+    c = Checks.load()
+    assert c.gate is not None and c.segmenter is not None, "models/weights/gate.* and segmenter.* are shipped"
+    return c
+
+
+def small_net(seed: int = 0) -> nn.Module:
+    torch.manual_seed(seed)
+    return nn.Sequential(nn.Conv2d(3, 8, 3, 2, 1), nn.BatchNorm2d(8), nn.ReLU6(), nn.Conv2d(8, 8, 3, 1, 1, groups=8),
+                         nn.Conv2d(8, 4, 1), nn.AdaptiveAvgPool2d(1), nn.Flatten()).eval()
+
+
+def square(img) -> np.ndarray:
+    from models.preprocess import to_model_size
+
+    return to_model_size(img.convert("RGB"), 224)
+
+
+def test_runner_matches_pytorch_on_onnxruntime_with_a_free_batch_axis():
+    net = small_net()
+    run = FastRunner(net, example_input(3, 32))
+    assert run.build() == "onnxruntime", run.reason  # onnxruntime and onnx are in requirements.txt
+    x = example_input(3, 32, seed=7).repeat(5, 1, 1, 1) * torch.linspace(0.2, 1, 5).view(5, 1, 1, 1)
+    with torch.inference_mode():
+        want = net(x).numpy()
+    got = run(x)
+    assert got.shape == want.shape == (5, 4)
+    np.testing.assert_allclose(got, want, atol=1e-5, rtol=1e-4)
+    np.testing.assert_allclose(run(x.numpy()), want, atol=1e-5, rtol=1e-4)  # numpy in, too
+
+
+def test_environment_variable_keeps_pytorch(monkeypatch):
+    monkeypatch.setenv(fastpath.ENV, "0")
+    net = small_net()
+    run = FastRunner(net, example_input(3, 32))
+    assert run.build() == "torch" and fastpath.ENV in run.reason
+    x = example_input(3, 32, seed=3)
+    with torch.inference_mode():
+        np.testing.assert_array_equal(run(x), net(x).numpy())
+
+
+def test_a_graph_that_disagrees_with_pytorch_is_not_used(monkeypatch):
+    """The exported graph is checked against PyTorch before it is used: export another network (a real
+    ONNX Runtime session, wrong weights) and the runner must stay on PyTorch, with the right answers."""
+    real_export = fastpath._export
+    monkeypatch.setattr(fastpath, "_export", lambda module, example: real_export(small_net(seed=1), example))
+    net = small_net(seed=0)
+    run = FastRunner(net, example_input(3, 32))
+    assert run.build() == "torch" and "differs" in run.reason
+    x = example_input(3, 32, seed=5)
+    with torch.inference_mode():
+        np.testing.assert_array_equal(run(x), net(x).numpy())
+
+
+@pytest.mark.parametrize("missing", ["onnxruntime", "onnx"])
+def test_without_onnxruntime_or_onnx_the_runner_stays_on_pytorch(monkeypatch, missing):
+    """Either package missing (a slim install): the import fails, the networks run on PyTorch."""
+    import sys
+
+    monkeypatch.setitem(sys.modules, missing, None)  # `import missing` now raises ImportError
+    net = small_net()
+    run = FastRunner(net, example_input(3, 32))
+    assert run.build() == "torch" and "Error" in run.reason
+    x = example_input(3, 32, seed=4)
+    with torch.inference_mode():
+        np.testing.assert_array_equal(run(x), net(x).numpy())
+
+
+def test_shipped_gate_features_and_verdicts_agree_on_both_backends(checks):
+    images = np.stack([make_lesion("benign", 224, 1), make_lesion("malignant", 224, 2),
+                       square(make_document(3)), square(make_drawing(4))])
+    fast = checks.gate.features
+    assert fast.run.build() == "onnxruntime", fast.run.reason
+    slow = FeatureExtractor(fast.size, onnx=False)
+    f_fast, f_slow = fast(images), slow(images)
+    np.testing.assert_allclose(f_fast, f_slow, atol=1e-4, rtol=1e-3)
+    one_by_one = np.concatenate([fast(images[i:i + 1]) for i in range(len(images))])
+    np.testing.assert_allclose(one_by_one, f_fast, atol=1e-5, rtol=1e-4)
+    verdicts = [r.lesion_photo for r in checks.gate.check_features(f_fast)]
+    assert verdicts == [r.lesion_photo for r in checks.gate.check_features(f_slow)]
+    assert verdicts[2:] == [False, False]
+
+
+def test_shipped_segmenter_masks_agree_on_both_backends(checks):
+    seg = checks.segmenter
+    assert seg.run.build() == "onnxruntime", seg.run.reason
+    slow = FastRunner(seg.model, example_input(3, seg.size), onnx=False)
+    for i in range(3):
+        img = make_lesion("malignant" if i % 2 else "benign", 224, 20 + i)
+        from models.segmenter import resize_square, to_input
+
+        x = to_input(resize_square(img, seg.size)[None])
+        np.testing.assert_allclose(seg.run(x), slow(x), atol=1e-4)
+        assert seg.mask(img).any()
+
+
+def test_photo_checks_side_by_side_equal_one_after_the_other(checks):
+    """Checks.photo runs the gate and the segmenter on two threads: same verdict and mask as running
+    them in turn, also when several sessions ask at once."""
+    photos = [make_lesion("benign", 128, 31), make_lesion("malignant", 128, 32), square(make_document(5))]
+    want = [(checks.gate.check(p), checks.segmenter.mask(p)) for p in photos]
+    got: dict[int, list] = {}
+
+    def worker(k):
+        got[k] = [checks.photo(p) for p in photos for _ in range(3)][::3]
+
+    threads = [threading.Thread(target=worker, args=(k,)) for k in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    for k in range(4):
+        for (g, m), (wg, wm) in zip(got[k], want):
+            assert g.lesion_photo == wg.lesion_photo and g.score == pytest.approx(wg.score, abs=1e-5)
+            assert np.array_equal(m, wm)
+    verdict, mask = checks.photo(photos[0], outline_image=make_lesion("benign", 224, 31))
+    assert verdict.lesion_photo and mask.shape == (checks.segmenter.size,) * 2
+    assert Checks(checks.gate, None).photo(photos[0])[1] is None
+    assert Checks(None, checks.segmenter).photo(photos[0])[0] is None
