@@ -9,10 +9,13 @@ weights pre-packed, and runs the same network 3-4x faster (`bench/latency.py` me
     run = FastRunner(module, example)    # module in eval mode, example: one input batch
     out = run(x)                         # float32 NCHW numpy or tensor -> numpy (first output)
 
-The graph is exported in memory (`torch.onnx`, no file) the first time it is called, and its output
-is compared with PyTorch's on `example`; when ONNX Runtime or the exporter is missing, the export
-fails, or the outputs differ by more than `TOLERANCE`, the runner stays on PyTorch (`backend` says
-which runs). `LESION_LENS_ONNX=0` keeps every runner on PyTorch. The batch axis is free; the other
+The graph is exported (`torch.onnx`) the first time it is called and kept in a cache folder
+(`LESION_LENS_CACHE`, default `~/.cache/lesion-lens`; named by a hash of the weights, the class's
+source and the versions), so a restarted server skips the export and the `onnx` import (about 1.5 s
+here). Before use, its output is compared with PyTorch's on `example`; a cached graph that disagrees
+is exported afresh. When ONNX Runtime or the exporter is missing, the export fails, or the outputs
+differ by more than `TOLERANCE`, the runner stays on PyTorch (`backend` says which runs).
+`LESION_LENS_ONNX=0` keeps every runner on PyTorch. The batch axis is free; the other
 axes are fixed by `example`. One thread by default: at batch 1 a second one buys nothing, and
 `models.trust.Checks.photo` runs the two networks side by side, one core each; a batch job (fitting
 the gate) asks for more.
@@ -20,17 +23,22 @@ the gate) asks for more.
 
 from __future__ import annotations
 
+import hashlib
+import inspect
 import io
+import itertools
 import logging
 import os
 import threading
 import warnings
+from pathlib import Path
 import numpy as np
 import torch
 from torch import nn
 
 TOLERANCE = 1e-3  # largest |ONNX - PyTorch| accepted, relative to the output's largest magnitude
 ENV = "LESION_LENS_ONNX"
+CACHE_ENV = "LESION_LENS_CACHE"
 log = logging.getLogger(__name__)
 _EXPORT_LOCK = threading.Lock()  # the TorchScript exporter traces with global state: one at a time
 
@@ -46,6 +54,43 @@ def _export(module: nn.Module, example: torch.Tensor) -> bytes:
         torch.onnx.export(module, (example,), buf, dynamo=False, input_names=["x"], output_names=["y"],
                           opset_version=17, dynamic_axes={"x": {0: "n"}, "y": {0: "n"}})
     return buf.getvalue()
+
+
+def cache_dir() -> Path:
+    return Path(os.environ.get(CACHE_ENV) or Path.home() / ".cache" / "lesion-lens") / "onnx"
+
+
+def graph_key(module: nn.Module, example: torch.Tensor) -> str:
+    """What the exported graph depends on: weights, the module's code, input shape, library versions."""
+    h = hashlib.sha256()
+    for name, t in module.state_dict().items():
+        h.update(name.encode())
+        h.update(t.detach().cpu().contiguous().numpy().tobytes())
+    try:
+        h.update(inspect.getsource(type(module)).encode())
+    except (OSError, TypeError):
+        h.update(type(module).__qualname__.encode())
+    h.update(repr((tuple(example.shape[1:]), torch.__version__, TOLERANCE)).encode())
+    return f"{type(module).__name__}-{h.hexdigest()[:24]}"
+
+
+def _read_cache(key: str) -> bytes | None:
+    try:
+        return (cache_dir() / f"{key}.onnx").read_bytes()
+    except OSError:
+        return None
+
+
+def _write_cache(key: str, model: bytes) -> None:
+    """Best effort (a read-only home is fine): written whole or not at all."""
+    path = cache_dir() / f"{key}.onnx"
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}")
+        tmp.write_bytes(model)
+        os.replace(tmp, path)
+    except OSError as e:
+        log.info("ONNX graph not cached (%s)", e)
 
 
 def _session(model: bytes, threads: int):
@@ -91,14 +136,31 @@ class FastRunner:
             return None, "asked for PyTorch"
         if not onnx_wanted():
             return None, f"{ENV}=0"
-        if next(self.module.parameters(), torch.zeros(0)).device.type != "cpu":
+        if any(t.device.type != "cpu" for t in itertools.chain(self.module.parameters(), self.module.buffers())):
             return None, "the module is not on the CPU"
-        try:
-            session = _session(_export(self.module, self.example), self.threads)
-            got = session.run(None, {"x": self.example.numpy()})[0]
-        except Exception as e:  # no onnxruntime/onnx, an op the exporter lacks, ...: PyTorch still works
-            return None, f"{type(e).__name__}: {e}"
         want = self._torch(self.example)
+        key = graph_key(self.module, self.example)
+        cached = _read_cache(key)
+        if cached is not None:
+            session, _ = self._verified(cached, want)
+            if session is not None:
+                return session, ""
+        try:
+            model = _export(self.module, self.example)
+        except Exception as e:  # no onnx, an op the exporter lacks, ...: PyTorch still works
+            return None, f"{type(e).__name__}: {e}"
+        session, reason = self._verified(model, want)
+        if session is not None:
+            _write_cache(key, model)
+        return session, reason
+
+    def _verified(self, model: bytes, want: np.ndarray):
+        """An ONNX Runtime session of `model` if its output on the example matches PyTorch's."""
+        try:
+            session = _session(model, self.threads)
+            got = session.run(None, {"x": self.example.numpy()})[0]
+        except Exception as e:  # no onnxruntime, a damaged graph, ...
+            return None, f"{type(e).__name__}: {e}"
         err = float(np.abs(got - want).max()) / max(float(np.abs(want).max()), 1e-6)
         if got.shape != want.shape or not err <= TOLERANCE:
             return None, f"ONNX Runtime's output differs from PyTorch's (relative error {err:.2g})"

@@ -20,6 +20,13 @@ from training.fit_gate import make_document, make_drawing
 from training.synthetic import make_lesion
 
 
+@pytest.fixture(autouse=True)
+def own_cache(tmp_path, monkeypatch):
+    """Each test its own graph cache: a graph cached by another test must not hide what this one checks."""
+    monkeypatch.setenv(fastpath.CACHE_ENV, str(tmp_path / "cache"))
+    return tmp_path / "cache" / "onnx"
+
+
 @pytest.fixture(scope="module")
 def checks():
     c = Checks.load()
@@ -87,6 +94,49 @@ def test_without_onnxruntime_or_onnx_the_runner_stays_on_pytorch(monkeypatch, mi
     x = example_input(3, 32, seed=4)
     with torch.inference_mode():
         np.testing.assert_array_equal(run(x), net(x).numpy())
+
+
+def test_the_exported_graph_is_cached_and_a_bad_cache_is_replaced(monkeypatch, own_cache):
+    net = small_net()
+    x = example_input(3, 32, seed=6)
+    with torch.inference_mode():
+        want = net(x).numpy()
+    assert FastRunner(net, example_input(3, 32)).build() == "onnxruntime"
+    (cached,) = own_cache.glob("*.onnx")
+    good = cached.read_bytes()
+
+    def no_export(module, example):
+        raise RuntimeError("exported again")
+
+    # a restarted server: the graph comes from the cache, without exporting (or importing onnx)
+    with monkeypatch.context() as m:
+        m.setattr(fastpath, "_export", no_export)
+        again = FastRunner(net, example_input(3, 32))
+        assert again.build() == "onnxruntime", again.reason
+        np.testing.assert_allclose(again(x), want, atol=1e-5, rtol=1e-4)
+
+    # a damaged file, and another network's graph under this name: both exported afresh and replaced
+    other = fastpath._export(small_net(seed=1), example_input(3, 32))
+    for bad in (b"not an onnx graph", other):
+        cached.write_bytes(bad)
+        run = FastRunner(net, example_input(3, 32))
+        assert run.build() == "onnxruntime", run.reason
+        np.testing.assert_allclose(run(x), want, atol=1e-5, rtol=1e-4)
+        assert cached.read_bytes() == good
+
+    # changed weights are another graph, under another name
+    with torch.no_grad():
+        net[0].weight.mul_(0.5)
+    assert FastRunner(net, example_input(3, 32)).build() == "onnxruntime"
+    assert len(list(own_cache.glob("*.onnx"))) == 2
+
+
+def test_an_unwritable_cache_is_no_error(monkeypatch, tmp_path):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    monkeypatch.setenv(fastpath.CACHE_ENV, str(blocker))
+    run = FastRunner(small_net(), example_input(3, 32))
+    assert run.build() == "onnxruntime", run.reason
 
 
 def test_shipped_gate_features_and_verdicts_agree_on_both_backends(checks):
