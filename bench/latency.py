@@ -15,7 +15,7 @@ Columns, measured interleaved in the same run so load on the machine hits all al
              outlined (the pages make both once per photo, whatever the model or heatmap method):
              quality, familiarity and on-lesion share.
 
-    python bench/latency.py [--models a,b] [--repeats 20] [--size 224]
+    python bench/latency.py [--models a,b] [--repeats 20] [--size 224] [--gap-ms 0]
 
 The shipped models run at 128 px (their cards' size): `--size 128` is what the app pays with them; the
 gate (96 px) and the segmenter (128 px) cost the same at either size.
@@ -161,13 +161,17 @@ def keras_runners(size: int):
     return (forward, ours, naive, *checked_runners(clf, img))
 
 
-def measure(fns, repeats: int, warmup: int = 3):
+def measure(fns, repeats: int, warmup: int = 3, gap_ms: float = 0.0):
+    """Median-ready times in ms, interleaved; `gap_ms` of idle before each timed call, so that none
+    starts while the previous one's OpenMP threads are still spinning (a click comes after idle)."""
     for fn in fns:
         for _ in range(warmup):
             fn()
     times = [[] for _ in fns]
     for _ in range(repeats):
         for i, fn in enumerate(fns):  # interleaved
+            if gap_ms:
+                time.sleep(gap_ms / 1000)
             t = time.perf_counter()
             fn()
             times[i].append((time.perf_counter() - t) * 1000)
@@ -182,15 +186,18 @@ def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--models", default=",".join(MODEL_NAMES))
     p.add_argument("--repeats", type=int, default=20)
+    p.add_argument("--gap-ms", type=float, default=0.0,
+                   help="idle before each timed call (default 0: back to back, as before)")
     p.add_argument("--size", type=int, default=224)
     args = p.parse_args(argv)
     import torch
 
-    print(f"CPU threads: {torch.get_num_threads()}, {args.size} px, batch 1, {args.repeats} interleaved repeats")
+    print(f"CPU threads: {torch.get_num_threads()}, {args.size} px, batch 1, {args.repeats} interleaved repeats, "
+          f"{args.gap_ms:g} ms idle before each call")
     rows = []
     for name in args.models.split(","):
         fns = keras_runners(args.size) if name == "keras_cnn" else torch_runners(name, args.size)
-        rows.append((name, *measure(fns, args.repeats)))
+        rows.append((name, *measure(fns, args.repeats, gap_ms=args.gap_ms)))
         print(f"  {name} done", flush=True)
     print()
     checks = all_checks()
