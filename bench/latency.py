@@ -201,8 +201,7 @@ def main(argv=None):
         print(f"  {name} done", flush=True)
     print()
     checks = all_checks()
-    backends = {"gate": checks.gate and checks.gate.features.run.build(),
-                "segmenter": checks.segmenter and checks.segmenter.run.build()}
+    backends = dict(zip(("gate", "segmenter"), checks.backends()))
     print("checks: " + ", ".join(f"{k} {v or 'MISSING'}" for k, v in backends.items())
           + "; baseline: both on PyTorch, one after the other")
     print("| model | forward ms (p50 / p95) | ours: predict+explain ms | + all checks ms | + all checks, PyTorch ms "

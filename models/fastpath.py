@@ -11,12 +11,12 @@ ms for 0.07 GFLOP. ONNX Runtime plans the graph once and runs the same network 3
     out = run(x)                         # float32 NCHW numpy or tensor -> numpy (first output)
 
 The graph is exported (`torch.onnx`) the first time it is called and kept in a cache folder
-(`LESION_LENS_CACHE`, default `~/.cache/lesion-lens`; named by a hash of the weights, the source
-file of the module's class and the versions), so a restarted server skips the export and the `onnx` import (about 1.5 s
-here). Before use, its output is compared with PyTorch's on `example`; a cached graph that disagrees
-is exported afresh. When ONNX Runtime or the exporter is missing, the export fails, or the outputs
-differ by more than `TOLERANCE`, the runner stays on PyTorch (`backend` says which runs).
-`LESION_LENS_ONNX=0` keeps every runner on PyTorch. The batch axis is free; the other
+(`LESION_LENS_CACHE`, default `~/.cache/lesion-lens`; named by a hash of the weights, the source file
+of the module's class and the versions), so a restarted server skips the export and the `onnx`
+import (about 1.5 s here). Before use, its output is compared with PyTorch's on `example`; a cached
+graph that disagrees is exported afresh. When ONNX Runtime or the exporter is missing, the export
+fails, or the outputs differ by more than `TOLERANCE`, the runner stays on PyTorch (`backend` says
+which runs). `LESION_LENS_ONNX=0` keeps every runner on PyTorch. The batch axis is free; the other
 axes are fixed by `example`. One thread by default: at batch 1 a second one buys nothing, and
 `models.trust.Checks.photo` runs the two networks side by side, one core each; a batch job (fitting
 the gate) asks for more.

@@ -51,13 +51,19 @@ class Checks:
     def load(cls) -> "Checks":
         return cls(load_gate(), load_segmenter())
 
+    def backends(self) -> list[str | None]:
+        """What runs the gate's and the segmenter's networks: "onnxruntime" or "torch" (built on first
+        ask), None where there is no such part or it has no runner."""
+        out = []
+        for part in (getattr(self.gate, "features", None), self.segmenter):
+            run = getattr(part, "run", None)
+            out.append(run.build() if hasattr(run, "build") else None)
+        return out
+
     def warm(self) -> "Checks":
         """Ready both networks now (an ONNX export and a session each, about a second) rather than on the
         first photo."""
-        for part in (getattr(self.gate, "features", None), self.segmenter):
-            run = getattr(part, "run", None)
-            if hasattr(run, "build"):
-                run.build()
+        self.backends()
         return self
 
     def photo(self, image: np.ndarray, outline_image: np.ndarray | None = None
@@ -68,11 +74,9 @@ class Checks:
         At batch 1 neither network fills two cores, so when both run on ONNX Runtime (which lets go
         of the GIL) the outline is made on a helper thread while the gate runs here."""
         outline_image = image if outline_image is None else outline_image
-        if self.gate is None or self.segmenter is None:
+        if self.backends() != ["onnxruntime", "onnxruntime"]:  # in turn (a part missing, or on PyTorch)
             return (None if self.gate is None else self.gate.check(image),
                     None if self.segmenter is None else self.segmenter.mask(outline_image))
-        if not (_on_onnx(getattr(self.gate, "features", None)) and _on_onnx(self.segmenter)):
-            return self.gate.check(image), self.segmenter.mask(outline_image)
         pending = _helper().submit(self.segmenter.mask, outline_image)
         try:
             verdict = self.gate.check(image)
@@ -93,12 +97,6 @@ class Checks:
 _DEFAULT: Checks | None = None
 _DEFAULT_LOCK = threading.Lock()
 _HELPER: ThreadPoolExecutor | None = None
-
-
-def _on_onnx(part) -> bool:
-    """Whether this part's network runs on ONNX Runtime (which runs without the GIL)."""
-    run = getattr(part, "run", None)
-    return run is not None and hasattr(run, "build") and run.build() == "onnxruntime"
 
 
 def _helper() -> ThreadPoolExecutor:
