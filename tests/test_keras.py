@@ -274,6 +274,37 @@ def test_resume_restores_optimizer_state(finished_run, dataset):
         np.testing.assert_array_equal(a, b)
 
 
+def test_a_fine_tune_starts_from_a_keras_file(finished_run, dataset, tmp_path):
+    """--weights PATH.keras: the run's model starts with that file's weights (at its image size);
+    another size, a non-.keras file or 'imagenet' are refused with a clear message."""
+    from training.data import load_split
+    from training.keras_loop import KerasBackend
+    from training.rundir import read_json
+    from training.train import UsageError, get_args_parser, resolve_args
+
+    best = finished_run / "best.keras"
+    cfg = resolve_args(get_args_parser().parse_args(
+        ["--model", "keras_cnn", "--data", str(dataset), "--image-size", str(SIZE), "--weights", str(best),
+         "--out", str(tmp_path / "ft")]))
+    split = load_split(cfg["data"], SIZE, cfg["val_fraction"], cfg["seed"])
+    backend = KerasBackend(cfg, split, print)
+    saved = keras.saving.load_model(best, safe_mode=True, compile=False)
+    fresh = build_keras_cnn(SIZE)
+    assert len(saved.get_weights()) == len(backend.model.get_weights())
+    for a, b, c in zip(saved.get_weights(), backend.model.get_weights(), fresh.get_weights()):
+        np.testing.assert_array_equal(a, b)
+    assert any(not np.array_equal(a, c) for a, c in zip(saved.get_weights(), fresh.get_weights()))
+    assert int(backend.optimizer.iterations.numpy()) == 0  # new moments: a fine-tune, not a resume
+    with pytest.raises(ValueError, match=f"takes {SIZE} px images, not 96 px"):
+        KerasBackend(dict(cfg, image_size=96), load_split(cfg["data"], 96, cfg["val_fraction"], cfg["seed"]), print)
+    for weights, message in ((str(finished_run / "card.json"), "starts from a .keras file"),
+                             ("imagenet", "has no ImageNet weights")):
+        with pytest.raises(UsageError, match=message):
+            resolve_args(get_args_parser().parse_args(["--model", "keras_cnn", "--data", str(dataset),
+                                                       "--weights", weights]))
+    assert read_json(finished_run / "config.json")["weights"] == "none"
+
+
 def test_training_cli_stops_on_stop_file_and_resumes(dataset, tmp_path):
     run = tmp_path / "run"
     proc = _train(["--model", "keras_cnn", "--data", str(dataset), "--epochs", "2", "--image-size", str(SIZE),

@@ -96,6 +96,21 @@ def restore_optimizer(new: keras.optimizers.Optimizer, old: keras.optimizers.Opt
     return True
 
 
+def start_model(cfg: dict) -> keras.Model:
+    """A new run's model: built afresh (--weights none), or the weights of a saved .keras model (a
+    fine-tune; its input size must be the run's)."""
+    size = int(cfg["image_size"])
+    if cfg.get("weights") in (None, "none"):
+        return build_keras_cnn(size)
+    saved = keras.saving.load_model(cfg["weights"], safe_mode=True, compile=False)
+    if tuple(saved.input_shape[1:3]) != (size, size):
+        raise ValueError(f"{cfg['weights']} takes {saved.input_shape[1]} px images, not {size} px: "
+                         f"pass --image-size {saved.input_shape[1]}")
+    model = build_keras_cnn(size)
+    model.set_weights(saved.get_weights())  # the same layers, in the same order (a model it built)
+    return model
+
+
 def load_for_resume(path: Path) -> tuple[keras.Model, keras.optimizers.Optimizer | None]:
     """A last checkpoint with its optimizer; without it when this version cannot rebuild that."""
     try:
@@ -113,7 +128,7 @@ class KerasBackend:
     dist = Dist()
     prefetch = True  # the torch batches are made on their own core while TensorFlow steps
     precision = "fp32"
-    notes = "Keras: fp32 in one process (no --amp, no torchrun); trains from scratch"
+    notes = "Keras: fp32 in one process (no --amp, no torchrun); from scratch or from a .keras file"
 
     def __init__(self, cfg: dict, split: Split, log):
         self.cfg, self.log = cfg, log
@@ -132,7 +147,7 @@ class KerasBackend:
         if resume:
             self.model, old_opt = load_for_resume(last)
         else:
-            self.model = build_keras_cnn(int(cfg["image_size"]))
+            self.model = start_model(cfg)
         self.optimizer = compile_model(self.model, cfg)
         self._state = None
         if resume:

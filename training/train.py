@@ -123,8 +123,10 @@ def resolve_args(ns: argparse.Namespace) -> dict[str, Any]:
             raise UsageError(f"--{key.replace('_', '-')} must be between {lo} and {hi}, not {v}")
     if cfg["weights"] not in ("imagenet", "none") and not Path(cfg["weights"]).is_file():
         raise UsageError(f"--weights {cfg['weights']}: no such file (use imagenet, none or a path)")
-    if s.framework == "keras" and cfg["weights"] not in ("none",):
-        raise UsageError("keras_cnn trains from scratch; use --weights none")
+    if s.framework == "keras" and cfg["weights"] == "imagenet":
+        raise UsageError("keras_cnn has no ImageNet weights; use --weights none (from scratch) or a .keras file")
+    if s.framework == "keras" and cfg["weights"] != "none" and Path(cfg["weights"]).suffix != ".keras":
+        raise UsageError(f"--weights {cfg['weights']}: keras_cnn starts from a .keras file (or none)")
     return cfg
 
 
