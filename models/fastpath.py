@@ -13,9 +13,10 @@ ms for 0.07 GFLOP. ONNX Runtime plans the graph once and runs the same network 3
 The graph is exported (`torch.onnx`) the first time it is called and kept in a cache folder
 (`LESION_LENS_CACHE`, default `~/.cache/lesion-lens`; named by a hash of the weights, the source file
 of the module's class and the versions), so a restarted server skips the export and the `onnx`
-import (about 1.5 s here). Before use, its output is compared with PyTorch's on `example`; a cached
-graph that disagrees is exported afresh. When ONNX Runtime or the exporter is missing, the export
-fails, or the outputs differ by more than `TOLERANCE`, the runner stays on PyTorch (`backend` says
+import (about 1.5 s here); the folder keeps the four most recently used graphs of each network class.
+Before use, its output is compared with PyTorch's on `example`; a cached graph that disagrees is
+exported afresh. When ONNX Runtime or the exporter is missing, the export fails, or the outputs
+differ by more than `TOLERANCE`, the runner stays on PyTorch (`backend` says
 which runs). `LESION_LENS_ONNX=0` keeps every runner on PyTorch. The batch axis is free; the other
 axes are fixed by `example`. One thread by default: at batch 1 a second one buys nothing, and
 `models.trust.Checks.photo` runs the two networks side by side, one core each; a batch job (fitting
@@ -38,6 +39,7 @@ import numpy as np
 import torch
 from torch import nn
 
+KEEP = 4  # cached graphs kept per network class, the most recently used (old weights' graphs go)
 TOLERANCE = 1e-3  # largest |ONNX - PyTorch| accepted, relative to the output's largest magnitude
 ENV = "LESION_LENS_ONNX"
 CACHE_ENV = "LESION_LENS_CACHE"
@@ -77,10 +79,32 @@ def graph_key(module: nn.Module, example: torch.Tensor) -> str:
 
 
 def _read_cache(key: str) -> bytes | None:
+    path = cache_dir() / f"{key}.onnx"
     try:
-        return (cache_dir() / f"{key}.onnx").read_bytes()
+        model = path.read_bytes()
     except OSError:
         return None
+    try:
+        os.utime(path)  # used now: the pruning below keeps the most recently used
+    except OSError:
+        pass
+    return model
+
+
+def _prune_cache(key: str) -> None:
+    """Keep the KEEP most recently used graphs of this key's network class, delete the rest (the
+    graphs of weights and code since replaced); best effort."""
+    prefix = key.rsplit("-", 1)[0] + "-"
+    try:
+        found = [(p.stat().st_mtime, p) for p in cache_dir().glob(f"{prefix}*.onnx")
+                 if p.stem[len(prefix):].isalnum()]
+    except OSError:
+        return
+    for _, path in sorted(found, key=lambda t: t[0], reverse=True)[KEEP:]:
+        try:
+            path.unlink()
+        except OSError:
+            pass
 
 
 def _write_cache(key: str, model: bytes) -> None:
@@ -93,6 +117,8 @@ def _write_cache(key: str, model: bytes) -> None:
         os.replace(tmp, path)
     except OSError as e:
         log.info("ONNX graph not cached (%s)", e)
+        return
+    _prune_cache(key)
 
 
 def _session(model: bytes, threads: int):

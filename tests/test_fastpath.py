@@ -5,6 +5,7 @@ Real parts: the shipped gate and segmenter, real ONNX Runtime sessions, images g
 
 from __future__ import annotations
 
+import os
 import threading
 
 import numpy as np
@@ -129,6 +130,30 @@ def test_the_exported_graph_is_cached_and_a_bad_cache_is_replaced(monkeypatch, o
         net[0].weight.mul_(0.5)
     assert FastRunner(net, example_input(3, 32)).build() == "onnxruntime"
     assert len(list(own_cache.glob("*.onnx"))) == 2
+
+
+def test_the_cache_keeps_the_most_recently_used_graphs_of_each_network(own_cache):
+    """Graphs of replaced weights do not pile up: KEEP per network class, the most recently used (a
+    graph read from the cache counts as used); another class's graphs and other files are left alone."""
+    x = example_input(3, 32)
+    first = FastRunner(small_net(seed=0), x)
+    assert first.build() == "onnxruntime"
+    (kept,) = own_cache.glob("*.onnx")
+    os.utime(kept, (1, 1))  # the oldest on disk ...
+    assert FastRunner(small_net(seed=0), x).build() == "onnxruntime"  # ... until read again: now the newest
+    bystanders = [own_cache / "LesionUNet-0123456789abcdef01234567.onnx", own_cache / "notes.txt"]
+    for path in bystanders:
+        path.write_bytes(b"x")
+        os.utime(path, (2, 2))
+    for seed in range(1, fastpath.KEEP + 2):  # newer weights of the same network, one after another
+        assert FastRunner(small_net(seed=seed), x).build() == "onnxruntime"
+        made = own_cache / (fastpath.graph_key(small_net(seed=seed), x) + ".onnx")
+        os.utime(made, (100 + seed, 100 + seed))  # in the order they came, all before the reused one
+    names = {p.name for p in own_cache.glob("Sequential-*.onnx")}
+    assert len(names) == fastpath.KEEP and kept.name in names
+    assert names - {kept.name} == {fastpath.graph_key(small_net(seed=s), x) + ".onnx"
+                                   for s in range(fastpath.KEEP - 1, fastpath.KEEP + 2)}
+    assert all(p.exists() for p in bystanders)
 
 
 def test_an_unwritable_cache_is_no_error(monkeypatch, tmp_path):
