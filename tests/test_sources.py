@@ -70,6 +70,24 @@ def test_a_photo_two_sources_share_is_used_once_with_its_lesion_and_dx(two_sourc
     assert len(load_dataset(a, 32, dedupe=False).labels) == 12
 
 
+def test_each_folder_as_it_is_on_disk_counts_the_copies_it_shares(two_sources):
+    """The Kaggle-like folder's view holds its own photos and the HAM copies of its files (a stand-in
+    for a test split made the way that folder was); checks.per_folder measures each view."""
+    a, b = two_sources
+    ds = load_dataset([a, b], 32, exclude_examples=True)
+    copies = [i for i, x in enumerate(ds.also_in) if x]
+    assert len(copies) == 6 and all(ds.sources[i] == "ham" and ds.also_in[i] == "kaggle" for i in copies)
+    assert {ds.image_ids[i] for i in copies} == {f"ISIC_{c}{i}" for c in "bm" for i in range(3)}
+    assert ds.held_by("kaggle").sum() == 6 + 6 and ds.held_by("ham").sum() == 14
+    sub = ds.subset(np.arange(len(ds.labels))[::-1])
+    assert sub.also_in == ds.also_in[::-1] and (sub.held_by("kaggle") == ds.held_by("kaggle")[::-1]).all()
+    y = ds.labels
+    p = np.where(ds.held_by("kaggle"), y * 0.8 + 0.1, 0.5)  # right on the Kaggle folder, no idea elsewhere
+    folders = checks.per_folder(y, p, 0.5, ds)
+    assert folders["kaggle"]["n"] == 12 and folders["kaggle"]["auc"] == 1.0
+    assert folders["ham"]["n"] == 14 and 0.5 < folders["ham"]["auc"] < 1.0  # its Kaggle copies are right
+
+
 def test_validation_never_holds_a_lesion_that_training_saw(two_sources):
     a, b = two_sources
     for seed in range(5):

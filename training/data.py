@@ -80,6 +80,7 @@ class Dataset:
     groups: list[str] = field(default_factory=list)  # per image: lesion (or image) group
     dx: list[str] = field(default_factory=list)  # per image: diagnosis from metadata, "" unknown
     image_ids: list[str] = field(default_factory=list)  # per image: metadata image id, "" none
+    also_in: list[str] = field(default_factory=list)  # per image: another source holding a copy, "" none
     roots: dict[str, str] = field(default_factory=dict)  # source name -> folder
     dropped: dict[str, dict[str, int]] = field(default_factory=dict)  # source name -> what was left out
 
@@ -91,7 +92,12 @@ class Dataset:
         pick = lambda xs: [xs[i] for i in idx] if xs else []  # noqa: E731
         return Dataset(self.root, self.images[idx], self.labels[idx], pick(self.paths), synthetic=self.synthetic,
                        sources=pick(self.sources), groups=pick(self.groups), dx=pick(self.dx),
-                       image_ids=pick(self.image_ids), roots=self.roots)
+                       image_ids=pick(self.image_ids), also_in=pick(self.also_in), roots=self.roots)
+
+    def held_by(self, source: str) -> np.ndarray:
+        """Which images the folder of `source` holds: its own, and those kept as another source's copy."""
+        also = self.also_in or [""] * len(self.sources)
+        return np.asarray([s == source or a == source for s, a in zip(self.sources, also)], bool)
 
     def source_counts(self) -> dict[str, dict[str, int]]:
         """Per source: images per class."""
@@ -162,7 +168,7 @@ def load_dataset(path: str | os.PathLike | list, image_size: int, split: str | N
     synthetic = all((s.root / "SYNTHETIC.txt").exists() for s in sources)
     return Dataset(sources[0].root, np.stack(images), labels_arr, [str(e.path) for e in kept], skipped, duplicates,
                    synthetic, sources=[e.source for e in kept], groups=[e.group for e in kept],
-                   dx=[e.dx for e in kept], image_ids=[e.image_id for e in kept],
+                   dx=[e.dx for e in kept], image_ids=[e.image_id for e in kept], also_in=[e.also_in for e in kept],
                    roots={s.name: str(s.root) for s in sources}, dropped=dropped)
 
 

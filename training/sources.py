@@ -94,6 +94,7 @@ class Entry:
     group: str
     dx: str
     image_id: str
+    also_in: str = ""  # the other source that holds a copy of this photo (its copy is not loaded)
 
 
 def plan_entries(sources: list[Source], files: dict[str, list[tuple[Path, int]]], exclude_examples: bool = True
@@ -106,6 +107,13 @@ def plan_entries(sources: list[Source], files: dict[str, list[tuple[Path, int]]]
         for stem, m in s.metadata.items():
             if m.same_as:
                 shared[m.same_as.replace("\\", "/")] = f"{s.name}:{stem}"
+    copies: dict[str, str] = {}  # "<source with metadata>:<stem>" -> the other source holding the photo
+    for s in sources:
+        if not s.metadata:
+            for path, _ in files[s.name]:
+                owner = shared.get(path.relative_to(s.root).as_posix())
+                if owner:
+                    copies[owner] = s.name
     entries: list[Entry] = []
     dropped = {s.name: {"cross_source_duplicates": 0, "example_photos": 0} for s in sources}
     for s in sources:
@@ -119,7 +127,8 @@ def plan_entries(sources: list[Source], files: dict[str, list[tuple[Path, int]]]
                 dropped[s.name]["example_photos"] += 1
                 continue
             group = f"lesion:{m.lesion_id}" if m.lesion_id else f"image:{s.name}/{rel}"
-            entries.append(Entry(path, label, s.name, group, m.dx, path.stem if s.metadata else ""))
+            entries.append(Entry(path, label, s.name, group, m.dx, path.stem if s.metadata else "",
+                                 copies.get(f"{s.name}:{path.stem}", "") if s.metadata else ""))
     return entries, dropped
 
 
