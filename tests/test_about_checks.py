@@ -13,7 +13,9 @@ def test_about_shows_the_cards_checks_and_sources(tmp_path, monkeypatch):
                                                                "val": {"benign": 1, "malignant": 1}}},
                                 {"name": "ham10000", "counts": {"train": {"benign": 10, "malignant": 2},
                                                                  "val": {"benign": 2, "malignant": 1}}}]}
-    card["checks"] = {"shortcut_probe": {"n": 50, "dark_rim": {"flipped": 0.04, "familiarity": {
+    card["checks"] = {"per_folder": {"ham10000": {"n": 30, "auc": 0.8123}, "skin-cancer-malignant-vs-benign": {
+                                         "n": 12, "auc": 0.9456}},
+                      "shortcut_probe": {"n": 50, "dark_rim": {"flipped": 0.04, "familiarity": {
                                              "n": 50, "unfamiliar": 5, "accuracy_familiar": 0.6,
                                              "accuracy_unfamiliar": 0.8}},
                                          "blue_cast": {"flipped": 0.02}, "colour_chart": {"flipped": 0.1}},
@@ -29,6 +31,7 @@ def test_about_shows_the_cards_checks_and_sources(tmp_path, monkeypatch):
     table = at.table[0].value
     rows = dict(zip(table.iloc[:, 0], table["PyTorch CNN"]))
     assert rows["data"] == "kaggle: 7 train + 2 val; ham10000: 12 train + 3 val"
+    assert rows["validation AUC per source folder (photos)"] == "ham10000 0.812 (30) · Kaggle 0.946 (12)"
     assert rows["benign labels flipped by a dark rim / blue cast / colour chart"] == "rim 4% · blue 2% · chart 10%"
     assert rows["heatmap peak on the lesion"] == "75% of 40 photos (layercam)"
     assert rows["heatmap mass on the lesion"] == "52% (lesion covers 33%)"
