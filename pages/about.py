@@ -98,8 +98,9 @@ def _familiarity(checks: dict) -> str:
 
 rows = ["framework", "initialisation", "input", "data", "training", "validation accuracy", "validation AUC",
         "sensitivity", "specificity", "threshold", "calibration (ECE)", "temperature",
-        "validation AUC per source folder (photos)", "benign labels flipped by a dark rim / blue cast / colour chart",
-        "heatmap peak on the lesion", "heatmap mass on the lesion", "answer's log-odds drop when the heatmap's hottest fifth is blurred",
+        "validation AUC per source folder (photos)",
+        "benign labels flipped by a dark rim / blue cast / colour chart", "heatmap peak on the lesion",
+        "heatmap mass on the lesion", "answer's log-odds drop when the heatmap's hottest fifth is blurred",
         "unfamiliar-photo warning (accuracy familiar / unfamiliar)"]
 table: dict[str, list[str]] = {"": rows}
 no_weights = []
@@ -122,13 +123,13 @@ st.table(table)
 st.caption("The last six rows are the project's own checks (`python -m training.checks`, on the validation "
            "split). Per source folder, a photo that both folders hold counts in both: the Kaggle folder's view "
            "(HAM10000 naevi against malignant photos from several collections) is made the way its held-out test "
-           "split is, so it stands in for that split. A model that learned the lesion barely changes its answer when a dermatoscope's dark rim, a "
-           "blue cast or a colour chart is added to a benign photo, and its heatmap peaks on the lesion (on "
-           "HAM10000 photos with an expert lesion mask) far more often than the lesion's share of the frame. A "
-           "heatmap that shows what the model used moves the answer when its hottest fifth of the photo is "
-           "blurred away, far more than blurring random blobs of the same area does. The "
-           "last row says how often the unfamiliar-photo warning fires and how often the answers with and without "
-           "it are right: here the flagged photos are not answered worse, so the warning means *unlike the "
+           "split is, so it stands in for that split. A model that learned the lesion barely changes its answer "
+           "when a dermatoscope's dark rim, a blue cast or a colour chart is added to a benign photo, and its "
+           "heatmap peaks on the lesion (on HAM10000 photos with an expert lesion mask) far more often than the "
+           "lesion's share of the frame. A heatmap that shows what the model used moves the answer when its "
+           "hottest fifth of the photo is blurred away, far more than blurring random blobs of the same area does. "
+           "The last row says how often the unfamiliar-photo warning fires and how often the answers with and "
+           "without it are right: here the flagged photos are not answered worse, so the warning means *unlike the "
            "training photos*, not *probably wrong*.")
 st.caption("Validation metrics come from each model card: photos held out from training (split by lesion), "
            "probabilities calibrated by temperature scaling. The threshold is the highest one whose validation "

@@ -285,9 +285,9 @@ def summary_line(r: dict[str, Any]) -> str:
     folders = "".join(f"; {k} folder AUC {f['auc']:.3f}, sensitivity {f['sensitivity']:.3f}, specificity "
                       f"{f['specificity']:.3f} (n={f['n']})" for k, f in (r.get("per_folder") or {}).items())
     return (f"{r['model']}: validation AUC {v['auc']:.3f}, sensitivity {v['sensitivity']:.3f}, specificity "
-            f"{v['specificity']:.3f} (n={v['n']}){folders}; shortcut probe on {sp['n']} benign photos: {probes}; heatmap "
-            f"({hm['method']}) peak on lesion {hm['peak_on_lesion']:.1%}, mass on lesion {hm['mass_on_lesion']:.1%} vs "
-            f"lesion share {hm['lesion_share_of_frame']:.1%} (n={hm['n']}); blurring its hottest "
+            f"{v['specificity']:.3f} (n={v['n']}){folders}; shortcut probe on {sp['n']} benign photos: {probes}; "
+            f"heatmap ({hm['method']}) peak on lesion {hm['peak_on_lesion']:.1%}, mass on lesion "
+            f"{hm['mass_on_lesion']:.1%} vs lesion share {hm['lesion_share_of_frame']:.1%} (n={hm['n']}); blurring its hottest "
             f"{hm['log_odds_drop']['share']:.0%} lowers the label's log-odds by {hm['log_odds_drop']['heatmap']:.2f} "
             f"(random blobs: {hm['log_odds_drop']['random']:.2f})" + (f"\n{familiarity_line(r)}" if r.get("familiarity") else ""))
 

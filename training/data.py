@@ -168,7 +168,8 @@ def load_dataset(path: str | os.PathLike | list, image_size: int, split: str | N
     synthetic = all((s.root / "SYNTHETIC.txt").exists() for s in sources)
     return Dataset(sources[0].root, np.stack(images), labels_arr, [str(e.path) for e in kept], skipped, duplicates,
                    synthetic, sources=[e.source for e in kept], groups=[e.group for e in kept],
-                   dx=[e.dx for e in kept], image_ids=[e.image_id for e in kept], also_in=[e.also_in for e in kept],
+                   dx=[e.dx for e in kept], image_ids=[e.image_id for e in kept],
+                   also_in=[e.also_in for e in kept],
                    roots={s.name: str(s.root) for s in sources}, dropped=dropped)
 
 
