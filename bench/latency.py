@@ -17,9 +17,8 @@ Columns, measured interleaved in the same run so load on the machine hits all al
 
     python bench/latency.py [--models a,b] [--repeats 20] [--size 224] [--gap-ms 0]
 
-The shipped models run at their cards' size (128 px; EfficientNet-Lite0 160 px): `--size 128` and
-`--size 160` are what the app pays with them; the gate (96 px) and the segmenter (128 px) cost the same
-at any size.
+The shipped models run at 128 px (their cards' size): `--size 128` is what the app pays with them; the
+gate (96 px) and the segmenter (128 px) cost the same at either size.
 """
 
 from __future__ import annotations
