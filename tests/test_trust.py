@@ -399,11 +399,15 @@ def test_fit_gate_cli_on_tiny_data_reports_held_out_rates(tmp_path):
         (negatives / kind).mkdir(parents=True)
         for i in range(6):
             make(i).resize((200, 200)).save(negatives / kind / f"{i}.png")
-    out = tmp_path / "gate.npz"
-    assert main(["--lesions", str(lesions), "--negatives", str(negatives), "--generated", "4", "--no-chromium",
-                 "--dims", "8", "--out", str(out)]) == 0
+    out, cache = tmp_path / "gate.npz", tmp_path / "feats.npz"
+    args = ["--lesions", str(lesions), "--negatives", str(negatives), "--generated", "4", "--no-chromium",
+            "--dims", "8", "--out", str(out), "--cache", str(cache)]
+    assert main(args + ["--size", "64"]) == 0
     gate = load_gate(out)
     held = gate.card["held_out"]
     assert held["lesions_n_photo"] >= 1 and held["negatives_n_photo"] >= 1
     assert 0.0 <= held["negatives_photo_refused"] <= 1.0
+    assert gate.card["image_size"] == 64 and gate.features.size == 64  # the loaded gate works at its card's size
     assert isinstance(gate.check(make_lesion("benign", 224, 50)).lesion_photo, bool)
+    # features cached at 64 px are not taken for another size
+    assert main(args + ["--size", "96"]) == 2

