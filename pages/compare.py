@@ -49,6 +49,8 @@ st.divider()
 if trust_view.refused(photo):  # not a skin-lesion photo: no model gives a percentage
     trust_view.show_refusal()
     st.image(Image.fromarray(crop), caption="The photo (centre crop the models would see)", width=240)
+    if photo.note:  # what an example is (a drawing, a dataset label), refused or not
+        st.caption(photo.note)
     st.stop()
 st.image(Image.fromarray(crop), caption=f"{photo.name}: the centre crop the models see", width=240)
 summary = st.container()

@@ -55,6 +55,8 @@ if trust_view.refused(photo):  # not a skin-lesion photo: the gate's sentence, n
     st.divider()
     trust_view.show_refusal()
     st.image(Image.fromarray(crop), caption="The photo (centre crop the model would see)", width=photos.DISPLAY_SIZE)
+    if photo.note:  # what an example is (a drawing, a dataset label), refused or not
+        st.caption(photo.note)
     st.stop()
 expl = classifiers.explain(clf, photo, method)
 checked = trust_view.assessment(clf, photo, method, expl)

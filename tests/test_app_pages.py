@@ -15,6 +15,7 @@ import os
 import re
 from pathlib import Path
 
+import badfiles
 import numpy as np
 import pytest
 from PIL import Image
@@ -136,6 +137,16 @@ def pick_example(at: AppTest, key: str = "diag_example", index: int = 0) -> AppT
     at.selectbox(key=key).select_index(index).run()
     no_exception(at)
     return at
+
+
+def write_photos(root: Path, per_class: int, size: int, seed: int = 0) -> Path:
+    """A folder dataset root/{benign,malignant}/NNN.png of real photos (the credited HAM10000 examples,
+    centre-cropped to `size`): the not-a-lesion gate refuses most synthetic drawings, as it should."""
+    for kind in ("benign", "malignant"):
+        (root / kind).mkdir(parents=True, exist_ok=True)
+        for i in range(per_class):
+            badfiles.lesion(size, seed + i, kind).save(root / kind / f"{i:03d}.png")
+    return root
 
 
 def prob_percent(at: AppTest) -> list[float]:
@@ -329,10 +340,8 @@ def test_examples_are_picked_and_labelled(weights):
 
 
 def test_examples_come_from_the_data_folder_when_set(weights, tmp_path, monkeypatch):
-    from training.synthetic import write_dataset
-
-    write_dataset(tmp_path / "skin" / "train", per_class=4, size=64)
-    write_dataset(tmp_path / "skin" / "test", per_class=4, size=64, seed=1)
+    write_photos(tmp_path / "skin" / "train", per_class=4, size=64)
+    write_photos(tmp_path / "skin" / "test", per_class=4, size=64, seed=4)
     monkeypatch.setenv("LESION_LENS_DATA", str(tmp_path))
     at = app()
     labels = list(at.selectbox(key="diag_example").options)
@@ -487,9 +496,8 @@ def test_threshold_with_more_decimals_than_the_slider(tmp_path, monkeypatch):
 
 def test_examples_from_a_training_folder_carry_a_caveat(tmp_path, monkeypatch):
     from models.registry import read_card, write_card
-    from training.synthetic import write_dataset
 
-    write_dataset(tmp_path / "only" / "train", per_class=2, size=64)
+    write_photos(tmp_path / "only" / "train", per_class=2, size=64)
     wdir = make_weights(tmp_path / "weights", {"torch_cnn": 0.5})
     card = read_card(wdir / "torch_cnn.json")
     card["data"]["root"] = str(tmp_path / "only" / "train")  # this model's card names the folder

@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 import threading
 
+import badfiles
 import numpy as np
 import pytest
 import torch
@@ -211,7 +212,8 @@ def test_photo_checks_side_by_side_equal_one_after_the_other(checks):
         for (g, m), (wg, wm) in zip(got[k], want):
             assert g.lesion_photo == wg.lesion_photo and g.score == pytest.approx(wg.score, abs=1e-5)
             assert np.array_equal(m, wm)
-    verdict, mask = checks.photo(photos[0], outline_image=make_lesion("benign", 224, 31))
+    real = np.asarray(badfiles.lesion(128, seed=1, kind="benign"))  # a credited HAM10000 example: a lesion photo
+    verdict, mask = checks.photo(real, outline_image=make_lesion("benign", 224, 31))
     assert verdict.lesion_photo and mask.shape == (checks.segmenter.size,) * 2
     assert Checks(checks.gate, None).photo(photos[0])[1] is None
     assert Checks(None, checks.segmenter).photo(photos[0])[0] is None
