@@ -390,13 +390,17 @@ def test_dataset_names_from_the_ui_cannot_leave_the_data_folder(tmp_path):
 # ------------------------------------------------------------------ uploads never touch the disk (browser)
 
 def _photos() -> list[tuple[str, bytes, np.ndarray]]:
-    from training.synthetic import make_lesion
+    """Real lesion photos (the credited HAM10000 examples: the not-a-lesion gate refuses drawings), each
+    made this run's own by a little noise, so no file older than the run holds their bytes."""
+    import badfiles
 
     out = []
     tag = secrets.token_hex(4)
+    rng = np.random.default_rng(secrets.randbits(32))
     for i, (kind, fmt, size) in enumerate((("malignant", "PNG", 300), ("benign", "JPEG", 260), ("malignant", "JPEG", 220),
                                            ("benign", "PNG", 200))):
-        arr = make_lesion(kind, size, 9000 + i)
+        arr = np.asarray(badfiles.lesion(size, i, kind)).astype(np.int16) + rng.integers(-3, 4, (size, size, 3))
+        arr = arr.clip(0, 255).astype(np.uint8)
         buf = io.BytesIO()
         Image.fromarray(arr).save(buf, format=fmt, **({"quality": 93} if fmt == "JPEG" else {}))
         data = buf.getvalue()
