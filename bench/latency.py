@@ -1,6 +1,7 @@
 """Latency of one explained prediction, per model, at 224 px and batch 1 on this machine.
 
-Columns, measured interleaved in the same run so load on the machine hits all alike:
+Columns, measured interleaved in the same run (in a new random order each repeat) so load on the
+machine and the previous call's leftovers hit all alike:
   forward  - a plain inference forward pass (the floor)
   ours     - Classifier.explain: prediction + the model's default heatmap (Layer-CAM for the PyTorch
              models, Grad-CAM for Keras) from one shared forward
@@ -161,15 +162,22 @@ def keras_runners(size: int):
     return (forward, ours, naive, *checked_runners(clf, img))
 
 
-def measure(fns, repeats: int, warmup: int = 3, gap_ms: float = 0.0):
-    """Median-ready times in ms, interleaved; `gap_ms` of idle before each timed call, so that none
-    starts while the previous one's OpenMP threads are still spinning (a click comes after idle)."""
+def measure(fns, repeats: int, warmup: int = 3, gap_ms: float = 0.0, seed: int = 0):
+    """Median-ready times in ms, interleaved in a new (seeded) random order each repeat: a call pays
+    for what ran just before it (a fixed order had the checked call always follow the naive one, whose
+    fresh TensorFlow model and tape leave cold caches behind), so no column may always follow the same
+    other one. `gap_ms` of idle before each timed call, so that none starts while the previous one's
+    OpenMP threads are still spinning (a click comes after idle)."""
+    import random
+
+    order = random.Random(seed)
     for fn in fns:
         for _ in range(warmup):
             fn()
     times = [[] for _ in fns]
     for _ in range(repeats):
-        for i, fn in enumerate(fns):  # interleaved
+        for i in order.sample(range(len(fns)), len(fns)):  # interleaved, shuffled
+            fn = fns[i]
             if gap_ms:
                 time.sleep(gap_ms / 1000)
             t = time.perf_counter()
