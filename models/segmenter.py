@@ -104,14 +104,18 @@ class Segmenter:
         self.threshold = float(card.get("threshold", 0.5))
         self.run = FastRunner(self.model, example_input(3, self.size))  # ONNX Runtime when it is there
 
+    def logits(self, image: np.ndarray) -> np.ndarray:
+        """A square HxWx3 uint8 image (any side) -> one logit per pixel, size x size float32."""
+        return self.run(to_input(resize_square(np.ascontiguousarray(image), self.size)[None]))[0, 0]
+
     def probabilities(self, image: np.ndarray) -> np.ndarray:
         """A square HxWx3 uint8 image (any side) -> lesion probabilities, size x size float32."""
-        x = to_input(resize_square(np.ascontiguousarray(image), self.size)[None])
-        logits = self.run(x)[0, 0]
-        return (1.0 / (1.0 + np.exp(-np.clip(logits, -50, 50)))).astype(np.float32)
+        return (1.0 / (1.0 + np.exp(-np.clip(self.logits(image), -50, 50)))).astype(np.float32)
 
     def mask(self, image: np.ndarray) -> np.ndarray:
-        return self.probabilities(image) >= self.threshold
+        """probabilities >= threshold, compared as logits (the sigmoid is monotone)."""
+        t = min(max(self.threshold, 1e-7), 1 - 1e-7)
+        return self.logits(image) >= np.float32(np.log(t / (1 - t)))
 
 
 def segmenter_paths(folder: str | os.PathLike | None = None) -> tuple[Path, Path]:
