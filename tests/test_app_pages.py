@@ -104,10 +104,8 @@ def make_keras_weights(folder: Path, threshold: float) -> Path:
 
 def photo(kind: str = "malignant", seed: int = 0, size: int = 160, fmt: str = "PNG") -> bytes:
     """A real lesion photo (tests/badfiles.lesion: a shipped HAM10000 example) as `fmt` bytes."""
-    from badfiles import lesion
-
     buf = io.BytesIO()
-    lesion(size, seed, kind).save(buf, format=fmt)
+    badfiles.lesion(size, seed, kind).save(buf, format=fmt)
     return buf.getvalue()
 
 
@@ -145,7 +143,7 @@ def write_photos(root: Path, per_class: int, size: int, seed: int = 0) -> Path:
     for kind in ("benign", "malignant"):
         (root / kind).mkdir(parents=True, exist_ok=True)
         for i in range(per_class):
-            badfiles.lesion(size, seed + i, kind).save(root / kind / f"{i:03d}.png")
+            (root / kind / f"{i:03d}.png").write_bytes(photo(kind, seed + i, size))
     return root
 
 
