@@ -402,12 +402,28 @@ def test_fit_gate_cli_on_tiny_data_reports_held_out_rates(tmp_path):
     out, cache = tmp_path / "gate.npz", tmp_path / "feats.npz"
     args = ["--lesions", str(lesions), "--negatives", str(negatives), "--generated", "4", "--no-chromium",
             "--dims", "8", "--out", str(out), "--cache", str(cache)]
-    assert main(args + ["--size", "64"]) == 0
+    assert main(args + ["--size", "64", "--precision", "int8"]) == 0
     gate = load_gate(out)
     held = gate.card["held_out"]
     assert held["lesions_n_photo"] >= 1 and held["negatives_n_photo"] >= 1
     assert 0.0 <= held["negatives_photo_refused"] <= 1.0
     assert gate.card["image_size"] == 64 and gate.features.size == 64  # the loaded gate works at its card's size
-    assert isinstance(gate.check(make_lesion("benign", 224, 50)).lesion_photo, bool)
-    # features cached at 64 px are not taken for another size
-    assert main(args + ["--size", "96"]) == 2
+    # int8 features come from a graph saved beside the gate and named (with its hash) on the card
+    assert gate.card["precision"] == "int8" and gate.features.precision == "int8"
+    graph = out.with_suffix(".onnx")
+    assert gate.card["feature_graph"]["file"] == graph.name and graph.stat().st_size == gate.card["feature_graph"]["bytes"]
+    photo = make_lesion("benign", 224, 50)
+    assert isinstance(gate.check(photo).lesion_photo, bool)
+    # a damaged or replaced graph is not used: the fp32 network answers instead, with a warning in the log
+    graph.write_bytes(graph.read_bytes()[:-10])
+    fallback = load_gate(out)
+    assert fallback.features.precision == "fp32"
+    assert isinstance(fallback.check(photo).lesion_photo, bool)
+    # features cached at 64 px are not taken for another size, int8 features not for fp32
+    assert main(args + ["--size", "96", "--precision", "int8"]) == 2
+    assert main(args + ["--size", "64"]) == 2
+    fp32_out = tmp_path / "gate32.npz"
+    assert main(args[:-4] + ["--out", str(fp32_out), "--size", "64"]) == 0  # fp32 by default, as shipped
+    gate32 = load_gate(fp32_out)
+    assert gate32.card["precision"] == "fp32" and "feature_graph" not in gate32.card
+    assert gate32.features.precision == "fp32" and not fp32_out.with_suffix(".onnx").exists()
