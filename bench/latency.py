@@ -16,7 +16,11 @@ machine and the previous call's leftovers hit all alike:
              outlined (the pages make both once per photo, whatever the model or heatmap method):
              quality, familiarity and on-lesion share.
 
-    python bench/latency.py [--models a,b] [--repeats 20] [--size 224] [--gap-ms 0]
+A second table times the gate's feature network alone: the gate's own (an int8 graph where its card
+names one) against the same network in fp32 on ONNX Runtime and on eager PyTorch. `--gate PATH` measures
+another gate (`training.fit_gate --out PATH`, e.g. with `--precision int8`) in place of the shipped one.
+
+    python bench/latency.py [--models a,b] [--gate gate.npz] [--repeats 20] [--size 224] [--gap-ms 0]
 
 The shipped models run at 128 px (their cards' size): `--size 128` is what the app pays with them; the
 gate (96 px) and the segmenter (128 px) cost the same at either size.
@@ -40,6 +44,7 @@ ROOT = Path(__file__).resolve().parent.parent
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 CHECKS = {}
+GATE_PATH = None  # --gate: another gate than the shipped one
 
 
 def all_checks(onnx: bool = True):
@@ -53,8 +58,14 @@ def all_checks(onnx: bool = True):
         from models.gate import FeatureExtractor, Gate
         from models.trust import Checks
 
+        from models.gate import load_gate
+
         shipped = Checks.load()
         gate, seg = shipped.gate, shipped.segmenter
+        if GATE_PATH:
+            gate = load_gate(GATE_PATH)
+            if gate is None:
+                raise SystemExit(f"error: no gate at {GATE_PATH} (its .npz and .json)")
         if gate is not None:
             features = gate.features if onnx else FeatureExtractor(gate.features.size, onnx=False)
             gate = Gate(dataclasses.replace(gate.params, score_threshold=0.0, distance_threshold=float("inf")),
@@ -186,6 +197,23 @@ def measure(fns, repeats: int, warmup: int = 3, gap_ms: float = 0.0, seed: int =
     return times
 
 
+def gate_rows(repeats: int):
+    """The gate's feature network alone at batch 1 (its int8 graph when its card names one) against the
+    same network's fp32 graph on ONNX Runtime and on eager PyTorch, interleaved."""
+    from models.gate import FeatureExtractor, gate_input
+
+    gate = all_checks().gate
+    if gate is None:
+        return []
+    size = gate.features.size
+    runners = {f"this gate ({gate.features.precision})": gate.features.run,
+               "fp32, ONNX Runtime": FeatureExtractor(size).run,
+               "fp32, PyTorch": FeatureExtractor(size, onnx=False).run}
+    x = gate_input(make_lesion("benign", 128, 7)[None], size)
+    times = measure([lambda r=r: r(x) for r in runners.values()], repeats * 5)
+    return [(name, statistics.median(t), p95(t)) for name, t in zip(runners, times)]
+
+
 def p95(values):
     return float(np.percentile(values, 95))
 
@@ -197,7 +225,11 @@ def main(argv=None):
     p.add_argument("--gap-ms", type=float, default=0.0,
                    help="idle before each timed call (default 0: back to back, as before)")
     p.add_argument("--size", type=int, default=224)
+    p.add_argument("--gate", default=None, help="another gate's .npz to measure (default: the shipped one)")
     args = p.parse_args(argv)
+    global GATE_PATH
+    GATE_PATH = args.gate
+    CHECKS.clear()
     import torch
 
     print(f"CPU threads: {torch.get_num_threads()}, {args.size} px, batch 1, {args.repeats} interleaved repeats, "
@@ -210,7 +242,7 @@ def main(argv=None):
     print()
     checks = all_checks()
     backends = dict(zip(("gate", "segmenter"), checks.backends()))
-    print("checks: " + ", ".join(f"{k} {v or 'MISSING'}" for k, v in backends.items())
+    print((f"gate: {GATE_PATH}; " if GATE_PATH else "") + "checks: " + ", ".join(f"{k} {v or 'MISSING'}" for k, v in backends.items())
           + "; baseline: both on PyTorch, one after the other")
     print("| model | forward ms (p50 / p95) | ours: predict+explain ms | + all checks ms | + all checks, PyTorch ms "
           "| next answer, gate + outline done ms | naive ms | ours / forward | checked / ours (<= 1.3x) "
@@ -221,6 +253,15 @@ def main(argv=None):
         print(f"| {name} | {mf:.1f} / {p95(f):.1f} | {mo:.1f} / {p95(o):.1f} | {mc:.1f} / {p95(c):.1f} | "
               f"{mct:.1f} / {p95(ct):.1f} | {mx:.1f} / {p95(x):.1f} | {mn:.1f} / {p95(n):.1f} | {mo / mf:.2f}x "
               f"| {mc / mo:.2f}x | {mct / mo:.2f}x | {mx / mo:.2f}x | {mn / mo:.2f}x |")
+    gate = gate_rows(args.repeats)
+    if gate:
+        print()
+        print(f"The gate's feature network alone ({checks.gate.features.size} px, one thread, {args.repeats * 5} "
+              "interleaved repeats):")
+        print("| gate network | ms (p50 / p95) | / this gate |")
+        print("|---|---:|---:|")
+        for name, med, hi in gate:
+            print(f"| {name} | {med:.2f} / {hi:.2f} | {med / gate[0][1]:.2f}x |")
 
 
 if __name__ == "__main__":

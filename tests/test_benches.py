@@ -42,3 +42,12 @@ def test_latency_prints_every_model_asked_for(capsys):
         cells = [c.strip() for c in row.strip("|").split("|")]
         assert len(cells) == 12 and all(re.fullmatch(r"\d+\.\d\dx", c) for c in cells[7:]), row
     assert "checks: gate onnxruntime, segmenter onnxruntime" in out  # and the baseline on PyTorch beside it
+    gate = [line for line in out.splitlines() if line.startswith(("| this gate (", "| fp32, "))]
+    assert len(gate) == 3 and gate[0].endswith("| 1.00x |"), out  # the gate's network beside its fp32 baselines
+
+
+def test_latency_names_a_missing_gate(tmp_path):
+    from bench import latency
+
+    with pytest.raises(SystemExit, match="no gate at"):
+        latency.main(["--models", "torch_cnn", "--repeats", "1", "--size", "64", "--gate", str(tmp_path / "g.npz")])
