@@ -194,6 +194,20 @@ def test_run_function_drives_the_app(weights):
     assert at.title[0].value == "Diagnose"
 
 
+def test_no_warm_up_thread_under_app_test(weights):
+    """AppTest runs the app in this process: the warm-up (meant for a server) must not start here. It
+    did, as `st.get_option` does not see AppTest's patched options, and a test process that ended while
+    it was still loading the model aborted at exit (134)."""
+    import threading
+
+    from pages import warm_up
+
+    app()
+    assert warm_up.under_app_test() is False  # outside a run
+    assert not warm_up._STARTED["started"]
+    assert not [t for t in threading.enumerate() if t.name == warm_up.THREAD_NAME]
+
+
 def test_app_imports_no_framework_before_a_model_is_used():
     import subprocess
     import sys
