@@ -55,10 +55,8 @@ def all_checks(onnx: bool = True):
         import dataclasses
 
         from models.fastpath import FastRunner, example_input
-        from models.gate import FeatureExtractor, Gate
+        from models.gate import FeatureExtractor, Gate, load_gate
         from models.trust import Checks
-
-        from models.gate import load_gate
 
         shipped = Checks.load()
         gate, seg = shipped.gate, shipped.segmenter
@@ -242,7 +240,8 @@ def main(argv=None):
     print()
     checks = all_checks()
     backends = dict(zip(("gate", "segmenter"), checks.backends()))
-    print((f"gate: {GATE_PATH}; " if GATE_PATH else "") + "checks: " + ", ".join(f"{k} {v or 'MISSING'}" for k, v in backends.items())
+    print((f"gate: {GATE_PATH}; " if GATE_PATH else "") + "checks: "
+          + ", ".join(f"{k} {v or 'MISSING'}" for k, v in backends.items())
           + "; baseline: both on PyTorch, one after the other")
     print("| model | forward ms (p50 / p95) | ours: predict+explain ms | + all checks ms | + all checks, PyTorch ms "
           "| next answer, gate + outline done ms | naive ms | ours / forward | checked / ours (<= 1.3x) "

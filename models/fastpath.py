@@ -143,7 +143,7 @@ def quantize_int8(model: bytes, calibration, fp32_prefixes: tuple[str, ...] = ()
     features then kept a median cosine of 0.85 with the fp32 ones, at reduced range 0.95 (U8U8, exact
     but without a fast kernel, ran 4x slower than fp32). Most of what is left comes from the first
     layers (3 colour channels in, the full resolution): with the stem and the first three blocks in fp32
-    the cosine is 0.99 and the graph as fast (measured on 600 photos, `models.gate`)."""
+    the cosine is 0.99 and the graph as fast (the gate's network on 600 photos; see the README)."""
     import tempfile
 
     import onnx

@@ -139,7 +139,7 @@ def gate_input(images: np.ndarray, size: int = GATE_SIZE) -> np.ndarray:
 class FeatureExtractor:
     """Pooled ImageNet features of square uint8 images at the gate's size; thread-safe.
 
-    `graph`: the network as a ready ONNX graph (the shipped gate's int8 one) instead of an fp32 export;
+    `graph`: the network as a ready ONNX graph (an int8 one, `fit_gate --precision int8`) instead of an fp32 export;
     without ONNX Runtime the fp32 network runs, whose features differ slightly from the int8 ones."""
 
     def __init__(self, size: int = GATE_SIZE, threads: int = 1, onnx: bool = True, graph: bytes | None = None):

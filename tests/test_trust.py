@@ -411,7 +411,8 @@ def test_fit_gate_cli_on_tiny_data_reports_held_out_rates(tmp_path):
     # int8 features come from a graph saved beside the gate and named (with its hash) on the card
     assert gate.card["precision"] == "int8" and gate.features.precision == "int8"
     graph = out.with_suffix(".onnx")
-    assert gate.card["feature_graph"]["file"] == graph.name and graph.stat().st_size == gate.card["feature_graph"]["bytes"]
+    entry = gate.card["feature_graph"]
+    assert entry["file"] == graph.name and graph.stat().st_size == entry["bytes"]
     photo = make_lesion("benign", 224, 50)
     assert isinstance(gate.check(photo).lesion_photo, bool)
     # a damaged or replaced graph is not used: the fp32 network answers instead, with a warning in the log
