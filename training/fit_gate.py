@@ -464,8 +464,7 @@ def calibrated_graph(items: list[Item], source_part: np.ndarray, size: int, n: i
         chosen += [items[i] for i in rng.permutation(idx)[:max(n // 4, 1)]]  # two views each
     arrs = [arr for it in chosen for _, arr in views(it, rng, all_variants=False)]
     batches = [gate_input(np.stack(arrs[i:i + 16]), size) for i in range(0, len(arrs), 16)]
-    keep = tuple(f"/features/features.{i}/" for i in range(fp32_stages))  # LeanLite0's stages, as exported
-    return quantize_int8(export(LeanLite0(), example_input(3, size)), batches, keep)
+    return quantize_int8(export(LeanLite0(), example_input(3, size)), batches, LeanLite0.stage_prefixes(fp32_stages))
 
 
 def get_args_parser() -> argparse.ArgumentParser:
