@@ -117,9 +117,11 @@ def test_the_exported_graph_is_cached_and_a_bad_cache_is_replaced(monkeypatch, o
         assert again.build() == "onnxruntime", again.reason
         np.testing.assert_allclose(again(x), want, atol=1e-5, rtol=1e-4)
 
-    # a damaged file, and another network's graph under this name: both exported afresh and replaced
+    # a damaged file, another network's graph under this name, and one whose output has another shape (a
+    # forward changed outside the hashed source): each exported afresh and replaced
     other = fastpath._export(small_net(seed=1), example_input(3, 32))
-    for bad in (b"not an onnx graph", other):
+    wider = fastpath._export(nn.Sequential(small_net(seed=1), nn.Linear(4, 6)).eval(), example_input(3, 32))
+    for bad in (b"not an onnx graph", other, wider):
         cached.write_bytes(bad)
         run = FastRunner(net, example_input(3, 32))
         assert run.build() == "onnxruntime", run.reason
