@@ -388,6 +388,20 @@ def test_segment_cli_trains_and_writes_weights_and_card(tmp_path):
     assert seg.mask(make_lesion("benign", 128, 1)).shape == (128, 128)
 
 
+def test_fit_gate_puts_clip_art_on_the_same_background_in_every_process(tmp_path):
+    """A transparent negative (clip art, a stamp) is laid on a background drawn from its name: the same
+    in every run, so a refit sees the same photos (Python's salted hash() drew new colours each run)."""
+    art = tmp_path / "art.png"
+    Image.new("RGBA", (64, 64), (0, 0, 0, 0)).save(art)
+    code = ("import numpy as np, pathlib; from training.fit_gate import Item\n"
+            "for i in range(12):\n"
+            f"    print(np.asarray(Item('negative', 'clipart', f'clipart:{{i}}.png', pathlib.Path({str(art)!r})).load())[0, 0])")
+    outs = {subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True,
+                           env={**os.environ, "PYTHONHASHSEED": str(seed)}).stdout for seed in (1, 2, 3)}
+    assert len(outs) == 1, outs
+    assert len(set(next(iter(outs)).splitlines())) > 1  # paper for most, a plain colour for some
+
+
 def test_fit_gate_cli_on_tiny_data_reports_held_out_rates(tmp_path):
     from training.fit_gate import main
 

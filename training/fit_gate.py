@@ -29,6 +29,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import zlib
 from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
@@ -304,7 +305,7 @@ class Item:
         img.load()
         if img.mode in ("RGBA", "LA", "PA", "P"):  # clip art and stamps: on paper or a plain colour
             img = img.convert("RGBA")
-            seed = abs(hash(self.group)) % 2**32
+            seed = zlib.crc32(self.group.encode())  # not hash(): salted per process, so a refit drew other colours
             rng = np.random.default_rng(seed)
             bg = (255, 255, 255, 255) if rng.random() < 0.6 else tuple(int(v) for v in rng.integers(0, 256, 3)) + (255,)
             canvas = Image.new("RGBA", img.size, bg)
