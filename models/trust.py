@@ -10,7 +10,8 @@
 Order and cost: the gate runs first on the classifier's centre crop (a photo it refuses costs no
 classifier forward at all); the prediction, heatmap and embedding come from one forward pass; the
 familiarity score is a small matrix product on that embedding; the gate and the segmenter run
-side by side on ONNX Runtime (`Checks.photo`), and the quality measures add under a millisecond.
+side by side on ONNX Runtime (`Checks.photo`; the gate stops after half its network for most lesion
+photos, its early exit), and the quality measures add under a millisecond.
 The pages and `python -m models.predict` both call this.
 """
 

@@ -12,6 +12,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import badfiles
 import numpy as np
 import pytest
 from PIL import Image, ImageFilter
@@ -438,7 +439,22 @@ def test_fit_gate_cli_on_tiny_data_reports_held_out_rates(tmp_path):
     assert main(args + ["--size", "96", "--precision", "int8"]) == 2
     assert main(args + ["--size", "64"]) == 2
     fp32_out = tmp_path / "gate32.npz"
-    assert main(args[:-4] + ["--out", str(fp32_out), "--size", "64"]) == 0  # fp32 by default, as shipped
+    cache32 = ["--cache", str(tmp_path / "feats32.npz")]
+    assert main(args[:-4] + ["--out", str(fp32_out), "--size", "64"] + cache32) == 0  # fp32 by default, as shipped
     gate32 = load_gate(fp32_out)
     assert gate32.card["precision"] == "fp32" and "feature_graph" not in gate32.card
     assert gate32.features.precision == "fp32" and not fp32_out.with_suffix(".onnx").exists()
+    # fp32 fits an early exit by default (stage 8), saved with the gate and measured on its held-out part
+    entry = gate32.card["early_exit"]
+    assert gate32.early is not None and gate32.early.stage == entry["stage"] == 8 == gate32.features.early_stage
+    assert entry["held_out"]["negatives_n"] >= 1 and 0 <= entry["held_out"]["lesion_photos_passed_early"] <= 1
+    assert gate32.early.logit_threshold == pytest.approx(entry["logit_threshold"], rel=1e-5)
+    assert isinstance(gate32.check(photo).lesion_photo, bool)
+    # the cache has no stage-4 features; an int8 graph runs whole
+    assert main(args[:-4] + ["--out", str(fp32_out), "--size", "64", "--early-stage", "4"] + cache32) == 2
+    assert main(args[:-4] + ["--out", str(fp32_out), "--size", "64", "--early-stage", "17"]) == 2
+    assert main(args[:-4] + ["--out", str(tmp_path / "q.npz"), "--size", "64", "--precision", "int8",
+                             "--early-stage", "8"]) == 2
+    assert main(args[:-4] + ["--out", str(tmp_path / "none.npz"), "--size", "64", "--early-stage", "0",
+                             "--cache", str(tmp_path / "f0.npz")]) == 0
+    assert load_gate(tmp_path / "none.npz").early is None and "early_exit" not in load_gate(tmp_path / "none.npz").card

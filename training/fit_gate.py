@@ -37,10 +37,12 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter, ImageFont
 
-from models.gate import GATE_SIZE, FeatureExtractor, GateParams, save_gate, save_graph
+from models.gate import GATE_SIZE, EarlyExit, FeatureExtractor, GateParams, save_gate, save_graph
 from models.preprocess import IMAGE_EXTENSIONS, ImageError, load_image, to_model_size
 
 VIEW_SIZE = 224
+DEFAULT_EARLY_STAGE = 8  # after block 7 (80 channels, 6 x 6 at 96 px): about half of the network's time
+LAST_EARLY_STAGE = 16  # the last block; the stage after it is the head
 LESION_VARIANTS = ("rim", "blue", "765x574", "blur", "zoom_out", "jpeg")
 FONT_DIRS = ("/usr/share/fonts/truetype/dejavu", "/usr/share/fonts/truetype/liberation")
 
@@ -419,10 +421,9 @@ def fit_params(feats: np.ndarray, y: np.ndarray, dims: int, c: float, seed: int)
                       score_threshold=0.5, distance_threshold=np.inf)
 
 
-def rates(params: GateParams, feats, meta, mask) -> dict[str, dict]:
-    """Per (kind, category, view): n and the share refused."""
-    prob, dist = params.scores(feats[mask])
-    ok = params.decide(prob, dist)
+def rates(ok: np.ndarray, meta, mask) -> dict[str, dict]:
+    """Per (kind, category, view): n and the share refused, of the rows in `mask` (`ok`: passed)."""
+    ok = ok[mask]
     out: dict[str, dict] = {}
     sub = [m for m, k in zip(meta, mask) if k]
     keys = defaultdict(list)
@@ -433,9 +434,8 @@ def rates(params: GateParams, feats, meta, mask) -> dict[str, dict]:
     return out
 
 
-def summarise(params, feats, meta, mask) -> dict:
-    prob, dist = params.scores(feats[mask])
-    ok = params.decide(prob, dist)
+def summarise(ok: np.ndarray, meta, mask) -> dict:
+    ok = ok[mask]
     sub = [m for m, k in zip(meta, mask) if k]
     kinds = np.array([m[0] for m in sub])
     views_ = np.array([m[2] for m in sub])
@@ -447,6 +447,26 @@ def summarise(params, feats, meta, mask) -> dict:
            "lesions_variants_refused": float(1 - ok[~neg & (views_ != "photo")].mean()),
            "lesions_n_photo": int((~neg & (views_ == "photo")).sum())}
     return res
+
+
+def fit_early_exit(early_feats: np.ndarray, y: np.ndarray, part: np.ndarray, stage: int, args) -> EarlyExit:
+    """The early test, fitted like the full one on the fit part; its thresholds from the fit and
+    calibration parts: a logit above every negative example's there plus `--early-margin`, a distance
+    within `--early-quantile` of the calibration lesion views'."""
+    fit, cal = part == 0, part == 1
+    params = fit_params(early_feats[fit], y[fit], min(args.dims, early_feats.shape[1]), args.C, args.seed)
+    logit, dist = params.logits(early_feats)
+    lesions = dist[cal & (y == 1)] if (cal & (y == 1)).any() else dist[fit & (y == 1)]  # tiny data: no calibration lesion
+    return EarlyExit(stage, params, float(logit[(part < 2) & (y == 0)].max() + args.early_margin),
+                     float(np.quantile(lesions, args.early_quantile)))
+
+
+def early_summary(passed: np.ndarray, y: np.ndarray, meta, mask) -> dict:
+    views_ = np.array([m[2] for m in meta])
+    les = mask & (y == 1)
+    return {"lesion_photos_passed_early": round(float(passed[les & (views_ == "photo")].mean()), 4),
+            "lesion_variants_passed_early": round(float(passed[les & (views_ != "photo")].mean()), 4),
+            "negatives_passed_early": int(passed[mask & (y == 0)].sum()), "negatives_n": int((mask & (y == 0)).sum())}
 
 
 def calibrated_graph(items: list[Item], source_part: np.ndarray, size: int, n: int, seed: int,
@@ -487,6 +507,17 @@ def get_args_parser() -> argparse.ArgumentParser:
                    help="views of fit-part photos that set the int8 graph's activation ranges")
     p.add_argument("--fp32-stages", type=int, default=4,
                    help="int8: the first stages (stem, blocks) that stay fp32, where int8 costs the most accuracy")
+    p.add_argument("--early-stage", type=int, default=None,
+                   help=f"the early exit: a second test on the features after this stage (1-{LAST_EARLY_STAGE}, "
+                        f"block k is stage k + 1) passes plain lesion photos without the rest of the network; 0: "
+                        f"none (default {DEFAULT_EARLY_STAGE} for fp32; int8 graphs run whole)")
+    p.add_argument("--early-margin", type=float, default=4.0,
+                   help="early exit: its logit must exceed every fit and calibration negative's by this much")
+    p.add_argument("--early-quantile", type=float, default=0.95,
+                   help="early exit: its one-class distance must be within this quantile of the calibration lesion views'")
+    p.add_argument("--full-from", default=None,
+                   help="an earlier gate's .npz (same size and precision) whose full test is kept as it is: only the "
+                        "early exit is fitted, and both are measured on this run's held-out part")
     p.add_argument("--dims", type=int, default=64)
     p.add_argument("--C", type=float, default=0.5)
     p.add_argument("--refuse-lesions", type=float, default=0.002,
@@ -513,7 +544,15 @@ def main(argv=None) -> int:
         if not Path(d).is_dir():
             print(f"error: {d}: no such folder", file=sys.stderr)
             return 2
+    stage = (DEFAULT_EARLY_STAGE if args.precision == "fp32" else 0) if args.early_stage is None else args.early_stage
+    if stage and args.precision == "int8":
+        print("error: an int8 graph runs whole: --early-stage 0 (or --precision fp32)", file=sys.stderr)
+        return 2
+    if not 0 <= stage <= LAST_EARLY_STAGE:
+        print(f"error: --early-stage {stage}: 0 (none) or 1-{LAST_EARLY_STAGE}", file=sys.stderr)
+        return 2
     cache = Path(args.cache) if args.cache else None
+    early_feats = None
     if cache and cache.is_file():
         with np.load(cache, allow_pickle=False) as z:
             feats, meta, part = z["feats"], [tuple(m) for m in z["meta"]], z["part"]
@@ -525,6 +564,11 @@ def main(argv=None) -> int:
                 print(f"error: {cache} holds {'int8' if graph is not None else 'fp32'} features, not "
                       f"{args.precision}", file=sys.stderr)
                 return 2
+            if stage:
+                if (int(z["early_stage"]) if "early_stage" in z else 0) != stage:
+                    print(f"error: {cache} holds no features of stage {stage} (--early-stage)", file=sys.stderr)
+                    return 2
+                early_feats = z["early"]
         print(f"features from {cache}: {len(feats)} views", flush=True)
     else:
         items = collect(args.lesions, args.negatives, args.per_source, args.per_category, rng)
@@ -538,16 +582,22 @@ def main(argv=None) -> int:
             except ImportError as e:
                 print(f"error: an int8 graph needs onnx and onnxruntime ({e}); or --precision fp32", file=sys.stderr)
                 return 2
-        extractor = FeatureExtractor(args.size, threads=torch.get_num_threads(), graph=graph)  # every core
+        extractor = FeatureExtractor(args.size, threads=torch.get_num_threads(), graph=graph,  # every core
+                                     early_stage=stage or None)
         if extractor.precision != args.precision:
             print(f"error: the int8 graph does not run here: {extractor.run.reason}", file=sys.stderr)
             return 2
-        feats_l, meta, part_l = [], [], []
+        feats_l, early_l, meta, part_l = [], [], [], []
         batch, batch_meta = [], []
 
         def flush():
             if batch:
-                feats_l.append(extractor(np.stack(batch)))
+                if stage:
+                    early, full = extractor.both(np.stack(batch))
+                    early_l.append(early)
+                    feats_l.append(full)
+                else:
+                    feats_l.append(extractor(np.stack(batch)))
                 meta.extend(batch_meta)
                 batch.clear()
                 batch_meta.clear()
@@ -563,20 +613,53 @@ def main(argv=None) -> int:
                 print(f"  {n + 1}/{len(items)} sources", flush=True)
         flush()
         feats, part = np.concatenate(feats_l), np.array(part_l)
+        early_feats = np.concatenate(early_l) if stage else None
         if cache:
             np.savez_compressed(cache, feats=feats, meta=np.array(meta), part=part, size=args.size,
-                                graph=np.frombuffer(graph or b"", np.uint8))
+                                graph=np.frombuffer(graph or b"", np.uint8), early_stage=stage,
+                                early=early_feats if stage else np.zeros((0,), np.float32))
     y = np.array([m[0] == "lesion" for m in meta], np.int64)
     fit, cal, hold = part == 0, part == 1, part == 2
-    params = fit_params(feats[fit], y[fit], args.dims, args.C, args.seed)
-    prob, dist = params.scores(feats[cal & (y == 1)])
-    # The logistic test may refuse --refuse-lesions of the calibration lesion photos; the one-class test,
-    # a safety net for photos unlike every negative example, refuses only what lies well beyond all of them.
-    params.score_threshold = float(np.quantile(prob, args.refuse_lesions))
-    params.distance_threshold = float(args.distance_margin * dist.max())
-    held = summarise(params, feats, meta, hold)
-    calib = summarise(params, feats, meta, cal)
-    detail = rates(params, feats, meta, hold)
+    kept = {}
+    if args.full_from:  # that gate's full test as it is (measured again below); only the early exit is fitted
+        with np.load(args.full_from, allow_pickle=False) as z:
+            params = GateParams.from_arrays(z)
+        if params.mean.shape[0] != feats.shape[1]:
+            print(f"error: {args.full_from} takes {params.mean.shape[0]} features, not {feats.shape[1]}", file=sys.stderr)
+            return 2
+        old = json.loads(Path(args.full_from).with_suffix(".json").read_text(encoding="utf-8"))
+        if old.get("image_size") != args.size or old.get("precision", "fp32") != args.precision:
+            print(f"error: {args.full_from} was fitted at {old.get('image_size')} px, {old.get('precision', 'fp32')}, "
+                  f"not {args.size} px, {args.precision}", file=sys.stderr)
+            return 2
+        args.dims, args.C = old.get("dims", args.dims), old.get("C", args.C)
+        kept = {"full_test_from": {"file": str(args.full_from), "fitted_at": old.get("fitted_at"),
+                                   "held_out_when_fitted": old.get("held_out")}}
+    else:
+        params = fit_params(feats[fit], y[fit], args.dims, args.C, args.seed)
+        prob, dist = params.scores(feats[cal & (y == 1)])
+        # The logistic test may refuse --refuse-lesions of the calibration lesion photos; the one-class test,
+        # a safety net for photos unlike every negative example, refuses only what lies well beyond all of them.
+        params.score_threshold = float(np.quantile(prob, args.refuse_lesions))
+        params.distance_threshold = float(args.distance_margin * dist.max())
+    ok = params.decide(*params.scores(feats))  # the full test alone
+    early = fit_early_exit(early_feats, y, part, stage, args) if stage else None
+    early_card = {}
+    if early is not None:
+        passed = early.passes(early_feats)[0]
+        early_card = {"early_exit": {
+            "stage": stage, "after": f"block {stage - 1} ({early_feats.shape[1]} channels)",
+            "dims": int(early.params.components.shape[0]), "logit_threshold": early.logit_threshold,
+            "distance_threshold": early.distance_threshold,
+            "rule": f"passed without the rest of the network iff its logit >= the largest of any fit or calibration "
+                    f"negative + {args.early_margin} and its one-class distance <= the {args.early_quantile:.0%} "
+                    "quantile of the calibration lesion views'; every other photo gets the full test",
+            "held_out": early_summary(passed, y, meta, hold), "calibration": early_summary(passed, y, meta, cal),
+            "held_out_full_test_alone": summarise(ok, meta, hold)}}
+        ok = ok | passed
+    held = summarise(ok, meta, hold)
+    calib = summarise(ok, meta, cal)
+    detail = rates(ok, meta, hold)
     counts = defaultdict(int)
     for (kind, cat, view), p_ in zip(meta, part):
         if view == "photo":
@@ -598,14 +681,14 @@ def main(argv=None) -> int:
             "score_threshold": params.score_threshold, "distance_threshold": params.distance_threshold,
             "sources": {"lesions": [str(d) for d in args.lesions], "negatives": [str(d) for d in args.negatives],
                         "generated": f"{args.generated} each of {', '.join(GENERATED)} (+ Chromium screenshots)"},
-            "counts": dict(sorted(counts.items())),
+            **kept, **early_card, "counts": dict(sorted(counts.items())),
             "held_out": held, "calibration": calib, "held_out_detail": detail,
             "lesion_variants": list(LESION_VARIANTS), "seed": args.seed,
             "fitted_at": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")}
     if graph is not None:
         card["feature_graph"] = save_graph(graph, args.out)
-    save_gate(params, card, args.out)
-    print(json.dumps({"held_out": held, "calibration": calib}, indent=1))
+    save_gate(params, card, args.out, early)
+    print(json.dumps({"held_out": held, "calibration": calib, **early_card}, indent=1))
     for k, v in detail.items():
         print(f"  {k}: {v}")
     print(f"wrote {args.out} and {Path(args.out).with_suffix('.json')}")
