@@ -165,6 +165,35 @@ def test_gate_accepts_real_lesion_photos_it_was_not_fitted_on(checks):
     assert np.mean(varied) >= 0.9, np.mean(varied)
 
 
+def test_the_early_exit_passes_most_lesion_photos_and_never_changes_a_refusal(checks):
+    """The shipped gate's early exit (a test on the first stages' features) passes plain lesion photos
+    without the rest of the network; every other photo gets exactly the full test's verdict, so no
+    photo the full test refuses gets through early."""
+    from models.gate import FeatureExtractor, Gate
+
+    gate = checks.gate
+    assert gate.early is not None and gate.features.early_stage == gate.early.stage
+    whole = Gate(gate.params, gate.card, gate.features, early=None)
+    lesions = [np.asarray(badfiles.lesion(128, seed, kind)) for kind in ("benign", "malignant") for seed in range(8)]
+    others = [square(make(seed)) for make in (make_document, make_drawing, make_slide) for seed in (9001, 9002)]
+    rng = np.random.default_rng(5)
+    others += [np.full((128, 128, 3), 255, np.uint8), rng.integers(0, 256, (128, 128, 3)).astype(np.uint8)]
+    images = np.stack([np.asarray(Image.fromarray(a).resize((128, 128))) for a in lesions + others])
+    got, want = gate.check_batch(images), whole.check_batch(images)
+    for g, w in zip(got, want):
+        if g.stage == "early":
+            assert g.lesion_photo
+        else:
+            assert g.lesion_photo == w.lesion_photo and g.stage == w.stage == "full"
+            assert (g.score, g.distance) == pytest.approx((w.score, w.distance), rel=1e-6, abs=1e-9)
+    early = [g.stage == "early" for g in got]
+    assert sum(early[:len(lesions)]) >= 12, early  # the app's credited HAM10000 examples
+    assert not any(early[len(lesions):]) and not any(g.lesion_photo for g in got[len(lesions):])
+    assert [g.lesion_photo for g in gate.check_batch(images[:3])] == [gate.check(im).lesion_photo for im in images[:3]]
+    # the network split in two gives the features of the whole
+    np.testing.assert_allclose(gate.features(images), FeatureExtractor(gate.features.size)(images), atol=1e-4, rtol=1e-3)
+
+
 # ------------------------------------------------------------------ segmenter, outline, on-lesion share
 
 def test_segmenter_finds_a_synthetic_lesion(checks):
