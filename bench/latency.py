@@ -10,14 +10,20 @@ machine and the previous call's leftovers hit all alike:
   checked  - models.trust.assess: the gate, predict + explain, familiarity, quality, lesion outline and
              on-lesion share, i.e. everything a page shows (budget: <= 1.3x ours). The shipped gate
              runs with its thresholds opened, so every check runs whatever it thinks of the photo.
+             These run on the app's 16 credited HAM10000 example photos in turn (real lesion photos: the
+             gate's early exit passes most lesion photos after half its network; the classifier's own
+             cost does not depend on the photo).
+  no early exit - the same without the gate's early exit: what a photo pays that does not pass it
   checked on PyTorch - the same with the gate's and the segmenter's networks on eager PyTorch, one
-             after the other (how they ran before ONNX Runtime; the baseline for `models.fastpath`)
+             after the other, the whole gate network (how they ran before ONNX Runtime; the baseline for
+             `models.fastpath`)
   next     - the same for a further answer on a photo the gate has already passed and the segmenter
              outlined (the pages make both once per photo, whatever the model or heatmap method):
              quality, familiarity and on-lesion share.
 
 A second table times the gate's feature network alone: the gate's own (an int8 graph where its card
-names one) against the same network in fp32 on ONNX Runtime and on eager PyTorch. `--gate PATH` measures
+names one; two graphs split at its early exit) against the same network in fp32 on ONNX Runtime and
+on eager PyTorch, and the part before the early exit alone (what a photo that passes it pays). `--gate PATH` measures
 another gate (`training.fit_gate --out PATH`, e.g. with `--precision int8`) in place of the shipped one.
 
     python bench/latency.py [--models a,b] [--gate gate.npz] [--repeats 20] [--size 224] [--gap-ms 0]
@@ -29,6 +35,7 @@ gate (96 px) and the segmenter (128 px) cost the same at either size.
 from __future__ import annotations
 
 import argparse
+import itertools
 import os
 import statistics
 import time
@@ -47,10 +54,13 @@ CHECKS = {}
 GATE_PATH = None  # --gate: another gate than the shipped one
 
 
-def all_checks(onnx: bool = True):
+def all_checks(onnx: bool = True, early: bool = True):
     """The shipped gate (thresholds opened: it never short-cuts the rest) and segmenter, loaded once;
-    `onnx=False`: both networks on eager PyTorch, one after the other (the baseline for ONNX Runtime)."""
-    if onnx not in CHECKS:
+    `onnx=False`: both networks on eager PyTorch, one after the other, the whole gate network (the
+    baseline for ONNX Runtime); `early=False`: without the gate's early exit (what a photo that does not
+    pass it pays)."""
+    key = (onnx, early)
+    if key not in CHECKS:
         import copy
         import dataclasses
 
@@ -67,12 +77,23 @@ def all_checks(onnx: bool = True):
         if gate is not None:
             features = gate.features if onnx else FeatureExtractor(gate.features.size, onnx=False)
             gate = Gate(dataclasses.replace(gate.params, score_threshold=0.0, distance_threshold=float("inf")),
-                        gate.card, features)
+                        gate.card, features, gate.early if onnx and early else None)
         if seg is not None and not onnx:
             seg = copy.copy(seg)
             seg.run = FastRunner(seg.model, example_input(3, seg.size), onnx=False)
-        CHECKS[onnx] = Checks(gate, seg)
-    return CHECKS[onnx]
+        CHECKS[key] = Checks(gate, seg)
+    return CHECKS[key]
+
+
+def example_lesions(size: int) -> list[np.ndarray]:
+    """The app's 16 credited HAM10000 example photos (assets/examples/ham10000), centre crops at `size`:
+    real lesion photos, so that the gate's early exit passes as many as it would a user's."""
+    from PIL import Image
+
+    from models.preprocess import to_model_size
+
+    files = sorted((ROOT / "assets" / "examples" / "ham10000").glob("*.jpg"))
+    return [to_model_size(Image.open(f).convert("RGB"), size) for f in files]
 
 
 def checked_runners(clf, img):
@@ -86,14 +107,16 @@ def checked_runners(clf, img):
     clf.card["familiarity"] = card_entry(*fit_familiarity(emb[:32], emb[32:]))
     checks = all_checks()
     on_torch = all_checks(onnx=False)
+    no_early = all_checks(early=False)
+    photos = example_lesions(clf.image_size) or [img]
 
-    def checked():
-        a = assess(clf, img, checks=checks)
-        assert a.prediction is not None and a.familiarity is not None and a.lesion_mask is not None
+    def on_each_photo(with_checks):
+        turn = itertools.cycle(photos)  # the next example photo at each call
 
-    def checked_torch():
-        a = assess(clf, img, checks=on_torch)
-        assert a.prediction is not None and a.familiarity is not None and a.lesion_mask is not None
+        def run():
+            a = assess(clf, next(turn), checks=with_checks)
+            assert a.prediction is not None and a.familiarity is not None and a.lesion_mask is not None
+        return run
 
     verdict = checks.gate.check(clf.prepare(img)) if checks.gate is not None else None
     outline = checks.segmenter.mask(clf.prepare(img)) if checks.segmenter is not None else None
@@ -102,7 +125,7 @@ def checked_runners(clf, img):
         a = assess(clf, img, checks=checks, gate=verdict, lesion_mask=outline)
         assert a.prediction is not None and a.familiarity is not None and a.lesion_mask is not None
 
-    return checked, checked_torch, next_answer
+    return on_each_photo(checks), on_each_photo(on_torch), next_answer, on_each_photo(no_early)
 
 
 def torch_runners(name: str, size: int):
@@ -207,6 +230,8 @@ def gate_rows(repeats: int):
     runners = {f"this gate ({gate.features.precision})": gate.features.run,
                "fp32, ONNX Runtime": FeatureExtractor(size).run,
                "fp32, PyTorch": FeatureExtractor(size, onnx=False).run}
+    if getattr(gate, "early", None) is not None:
+        runners[f"its early exit: stages 0-{gate.early.stage} only"] = gate.features.run.front
     x = gate_input(make_lesion("benign", 128, 7)[None], size)
     times = measure([lambda r=r: r(x) for r in runners.values()], repeats * 5)
     return [(name, statistics.median(t), p95(t)) for name, t in zip(runners, times)]
@@ -243,15 +268,23 @@ def main(argv=None):
     print((f"gate: {GATE_PATH}; " if GATE_PATH else "") + "checks: "
           + ", ".join(f"{k} {v or 'MISSING'}" for k, v in backends.items())
           + "; baseline: both on PyTorch, one after the other")
-    print("| model | forward ms (p50 / p95) | ours: predict+explain ms | + all checks ms | + all checks, PyTorch ms "
-          "| next answer, gate + outline done ms | naive ms | ours / forward | checked / ours (<= 1.3x) "
-          "| checked on PyTorch / ours | next / ours | naive / ours |")
-    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
-    for name, f, o, n, c, ct, x in rows:
-        mf, mo, mn, mc, mct, mx = (statistics.median(v) for v in (f, o, n, c, ct, x))
+    early = getattr(checks.gate, "early", None)
+    if early is not None:
+        photos = example_lesions(checks.gate.features.size)
+        passed = sum(r.stage == "early" for r in checks.gate.check_batch(np.stack(photos)))
+        share = checks.gate.card.get("early_exit", {}).get("held_out", {}).get("lesion_photos_passed_early")
+        print(f"the gate's early exit after stage {early.stage}: {passed} of {len(photos)} example photos pass it"
+              + (f" ({share:.1%} of the held-out lesion photos in its card)" if share is not None else "")
+              + "; the others pay the full network ('no early exit')")
+    print("| model | forward ms (p50 / p95) | ours: predict+explain ms | + all checks ms | + all checks, no early exit ms "
+          "| + all checks, PyTorch ms | next answer, gate + outline done ms | naive ms | ours / forward "
+          "| checked / ours (<= 1.3x) | no early exit / ours | checked on PyTorch / ours | next / ours | naive / ours |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    for name, f, o, n, c, ct, x, cf in rows:
+        mf, mo, mn, mc, mct, mx, mcf = (statistics.median(v) for v in (f, o, n, c, ct, x, cf))
         print(f"| {name} | {mf:.1f} / {p95(f):.1f} | {mo:.1f} / {p95(o):.1f} | {mc:.1f} / {p95(c):.1f} | "
-              f"{mct:.1f} / {p95(ct):.1f} | {mx:.1f} / {p95(x):.1f} | {mn:.1f} / {p95(n):.1f} | {mo / mf:.2f}x "
-              f"| {mc / mo:.2f}x | {mct / mo:.2f}x | {mx / mo:.2f}x | {mn / mo:.2f}x |")
+              f"{mcf:.1f} / {p95(cf):.1f} | {mct:.1f} / {p95(ct):.1f} | {mx:.1f} / {p95(x):.1f} | {mn:.1f} / {p95(n):.1f} "
+              f"| {mo / mf:.2f}x | {mc / mo:.2f}x | {mcf / mo:.2f}x | {mct / mo:.2f}x | {mx / mo:.2f}x | {mn / mo:.2f}x |")
     gate = gate_rows(args.repeats)
     if gate:
         print()

@@ -40,10 +40,12 @@ def test_latency_prints_every_model_asked_for(capsys):
     for name in ("torch_cnn", "efficientnet_lite0"):
         row = next(line for line in out.splitlines() if line.startswith(f"| {name} |"))
         cells = [c.strip() for c in row.strip("|").split("|")]
-        assert len(cells) == 12 and all(re.fullmatch(r"\d+\.\d\dx", c) for c in cells[7:]), row
+        assert len(cells) == 14 and all(re.fullmatch(r"\d+\.\d\dx", c) for c in cells[8:]), row
     assert "checks: gate onnxruntime, segmenter onnxruntime" in out  # and the baseline on PyTorch beside it
-    gate = [line for line in out.splitlines() if line.startswith(("| this gate (", "| fp32, "))]
-    assert len(gate) == 3 and gate[0].endswith("| 1.00x |"), out  # the gate's network beside its fp32 baselines
+    # the checked columns run on the 16 example photos; how many of them the gate's early exit passes
+    assert re.search(r"early exit after stage 8: \d+ of 16 example photos pass it", out), out
+    gate = [line for line in out.splitlines() if line.startswith(("| this gate (", "| fp32, ", "| its early exit"))]
+    assert len(gate) == 4 and gate[0].endswith("| 1.00x |"), out  # the gate's network beside its fp32 baselines
 
 
 def test_latency_names_a_missing_gate(tmp_path):
