@@ -487,3 +487,13 @@ def test_fit_gate_cli_on_tiny_data_reports_held_out_rates(tmp_path):
     assert main(args[:-4] + ["--out", str(tmp_path / "none.npz"), "--size", "64", "--early-stage", "0",
                              "--cache", str(tmp_path / "f0.npz")]) == 0
     assert load_gate(tmp_path / "none.npz").early is None and "early_exit" not in load_gate(tmp_path / "none.npz").card
+    # --full-from keeps that gate's full test exactly and fits only the early exit
+    kept_out = tmp_path / "kept.npz"
+    assert main(args[:-4] + ["--out", str(kept_out), "--size", "64", "--full-from", str(tmp_path / "none.npz")]
+                + cache32) == 0
+    kept = load_gate(kept_out)
+    assert kept.early is not None and kept.card["full_test_from"]["file"] == str(tmp_path / "none.npz")
+    for name, value in vars(load_gate(tmp_path / "none.npz").params).items():
+        np.testing.assert_array_equal(getattr(kept.params, name), value)
+    assert main(args[:-4] + ["--out", str(kept_out), "--size", "64", "--full-from", str(tmp_path / "nope.npz")]
+                + cache32) == 2

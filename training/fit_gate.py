@@ -622,6 +622,9 @@ def main(argv=None) -> int:
     fit, cal, hold = part == 0, part == 1, part == 2
     kept = {}
     if args.full_from:  # that gate's full test as it is (measured again below); only the early exit is fitted
+        if not (Path(args.full_from).is_file() and Path(args.full_from).with_suffix(".json").is_file()):
+            print(f"error: --full-from {args.full_from}: no gate there (its .npz and .json)", file=sys.stderr)
+            return 2
         with np.load(args.full_from, allow_pickle=False) as z:
             params = GateParams.from_arrays(z)
         if params.mean.shape[0] != feats.shape[1]:
