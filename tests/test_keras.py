@@ -305,6 +305,8 @@ def test_a_fine_tune_starts_from_a_keras_file(finished_run, dataset, tmp_path):
     assert read_json(finished_run / "config.json")["weights"] == "none"
 
 
+# slow: two real Keras training processes, stopped and resumed (about 50 s here)
+@pytest.mark.slow
 def test_training_cli_stops_on_stop_file_and_resumes(dataset, tmp_path):
     run = tmp_path / "run"
     proc = _train(["--model", "keras_cnn", "--data", str(dataset), "--epochs", "2", "--image-size", str(SIZE),

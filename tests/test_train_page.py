@@ -198,6 +198,8 @@ def test_read_only_page_has_no_buttons_but_lists_runs(env, monkeypatch):
     assert "something went boom" in "\n".join(str(c.value) for c in at.code)
 
 
+# slow: waits for the page's background timing of real EfficientNet-Lite0 training steps (95 s here)
+@pytest.mark.slow
 def test_guard_rails_one_run_at_a_time_and_slow_cpu_runs(env):
     data, runs, _ = env
     write_dataset(data / "small", per_class=4, size=32)
