@@ -244,6 +244,10 @@ class FeatureExtractor:
 
 # ------------------------------------------------------------------ decision
 
+def _sigmoid(logit: np.ndarray) -> np.ndarray:
+    return 1.0 / (1.0 + np.exp(-np.clip(logit, -50, 50)))
+
+
 @dataclass
 class GateResult:
     lesion_photo: bool
@@ -286,7 +290,7 @@ class GateParams:
     def scores(self, feats: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(P(lesion photo), one-class Mahalanobis distance) per feature row."""
         logit, dist = self.logits(feats)
-        return 1.0 / (1.0 + np.exp(-np.clip(logit, -50, 50))), dist
+        return _sigmoid(logit), dist
 
     def decide(self, prob: np.ndarray, dist: np.ndarray) -> np.ndarray:
         return (prob >= self.score_threshold) & (dist <= self.distance_threshold)
@@ -319,7 +323,7 @@ class EarlyExit:
         """(passed early, P(lesion photo), distance) per row of early-stage features."""
         logit, dist = self.params.logits(early_feats)
         ok = (logit >= self.logit_threshold) & (dist <= self.distance_threshold)
-        return ok, 1.0 / (1.0 + np.exp(-np.clip(logit, -50, 50))), dist
+        return ok, _sigmoid(logit), dist
 
     def arrays(self) -> dict[str, np.ndarray]:
         return {**{f"early_{k}": v for k, v in self.params.arrays().items()},
