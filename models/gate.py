@@ -345,10 +345,12 @@ class Gate:
     of the network; the verdict on every other photo is the full test's."""
 
     def __init__(self, params: GateParams, card: dict[str, Any], features: FeatureExtractor | None = None,
-                 early: EarlyExit | None = None):
+                 early: EarlyExit | None = None, graph: bytes | None = None):
+        """`features`: a ready extractor; otherwise one at the card's size, split at `early`'s stage or
+        running `graph` (an int8 gate's, which runs whole)."""
         self.params = params
         self.card = card
-        self.features = features or FeatureExtractor(int(card.get("image_size", GATE_SIZE)),
+        self.features = features or FeatureExtractor(int(card.get("image_size", GATE_SIZE)), graph=graph,
                                                      early_stage=early.stage if early else None)
         self.early = early if early is not None and self.features.early_stage == early.stage else None
 
@@ -430,8 +432,5 @@ def load_gate(path: str | os.PathLike | None = None, features: FeatureExtractor 
         params = GateParams.from_arrays(arrays)
         early = EarlyExit.from_arrays(arrays)
     card = json.loads(card_file.read_text(encoding="utf-8"))
-    if features is None:
-        features = FeatureExtractor(int(card.get("image_size", GATE_SIZE)),
-                                    graph=load_graph(npz, card.get("feature_graph")),
-                                    early_stage=early.stage if early else None)
-    return Gate(params, card, features, early)
+    graph = load_graph(npz, card.get("feature_graph")) if features is None else None
+    return Gate(params, card, features, early, graph)
