@@ -270,7 +270,7 @@ def main(argv=None):
           + "; baseline: both on PyTorch, one after the other")
     early = getattr(checks.gate, "early", None)
     if early is not None:
-        photos = example_lesions(checks.gate.features.size)
+        photos = example_lesions(args.size)  # as the checked columns give them to the gate
         passed = sum(r.stage == "early" for r in checks.gate.check_batch(np.stack(photos)))
         share = checks.gate.card.get("early_exit", {}).get("held_out", {}).get("lesion_photos_passed_early")
         print(f"the gate's early exit after stage {early.stage}: {passed} of {len(photos)} example photos pass it"
