@@ -67,4 +67,6 @@ def build_card(cfg: dict[str, Any], data_info: dict[str, Any], calibration: dict
             "seconds_per_epoch": seconds_per_epoch, "device_used": device, "precision": precision,
             "world_size": int(world_size), "framework_specific": notes},
     })
+    if cfg.get("distillation"):
+        card["training"]["distillation"] = cfg["distillation"]
     return card

@@ -80,8 +80,11 @@ class Backend(Protocol):
     def inputs(self, images: np.ndarray, generator) -> Any:
         """One step's network input: `training.data.train_batch` in the framework's layout and device."""
 
-    def train_step(self, inputs: Any, labels: np.ndarray, lr: float) -> tuple[float, int]:
-        """One optimisation step at head learning rate `lr`: (mean training loss, correct predictions)."""
+    def train_step(self, inputs: Any, labels: np.ndarray, lr: float, soft: np.ndarray | None = None
+                   ) -> tuple[float, int]:
+        """One optimisation step at head learning rate `lr`: (mean training loss, correct predictions).
+        `soft`: (N, 2) targets to train towards instead of the one-hot labels (--distill); the labels
+        still choose the class weights and count the correct predictions."""
 
     def eval_logits(self, images: np.ndarray, fp32: bool = False) -> np.ndarray:
         """(N, 2) logits through the inference preprocessing; `fp32` for calibration."""
@@ -229,6 +232,7 @@ class Run:
         self.dist = self.backend.dist
         self.steps = steps_per_epoch(len(self.split.train.images), int(self.cfg["batch_size"]), self.dist.world)
         self.warmup = max(1, int(self.cfg["warmup_epochs"] * self.steps))
+        self.soft: np.ndarray | None = None  # --distill's targets, set when the run starts
 
     def print(self, text: str) -> None:
         if self.dist.main:
@@ -259,7 +263,7 @@ class Run:
             for step, (idx, x) in enumerate(zip(batches, inputs)):
                 global_step = epoch * steps + step
                 lr = self.lr(global_step)
-                loss, correct = b.train_step(x, labels[idx], lr)
+                loss, correct = b.train_step(x, labels[idx], lr, None if self.soft is None else self.soft[idx])
                 if not math.isfinite(loss):
                     raise TrainingFailed(f"loss became {loss} at epoch {epoch + 1}, step {step + 1} "
                                          f"(learning rate {lr:g}); lower --lr")
@@ -302,6 +306,14 @@ class Run:
             self.print(f"note: {cfg['model']} ImageNet weights are not reachable; training from random initialisation")
         writer.update(state="running", device=b.device, epochs=cfg["epochs"], steps_per_epoch=self.steps,
                       epoch=state.epoch, step=0, message="training", init=b.init)
+        if cfg.get("distill"):
+            from .distill import DistillError, run_targets
+
+            writer.update(message="distillation: the teacher's answers on the training photos")
+            try:
+                self.soft, cfg["distillation"] = run_targets(cfg, split.train.images, split.train.labels, writer.log)
+            except DistillError as exc:
+                raise TrainingFailed(str(exc)) from None
         writer.log(f"device: {b.device}; init: {b.init}; {b.summary}; "
                    f"train {split.train.counts}, val {split.val.counts}")
         self.print(f"device: {b.device} (init {b.init})")

@@ -171,12 +171,14 @@ class KerasBackend:
         """The training transform of every framework, as a NHWC float32 array."""
         return train_batch(images, generator, self.cfg, "cpu", channels_last=True).permute(0, 2, 3, 1).numpy()
 
-    def train_step(self, x: np.ndarray, labels: np.ndarray, lr: float) -> tuple[float, int]:
+    def train_step(self, x: np.ndarray, labels: np.ndarray, lr: float, soft: np.ndarray | None = None
+                   ) -> tuple[float, int]:
         w = self.class_weights[labels]
         self.optimizer.learning_rate = lr
         # Weights of mean 1 in each batch: Keras divides the weighted sum by the batch size, so the loss
         # is the weighted mean PyTorch's CrossEntropyLoss(weight=...) computes.
-        logs = self.model.train_on_batch(x, np.eye(2, dtype=np.float32)[labels], sample_weight=w / w.mean(),
+        target = np.eye(2, dtype=np.float32)[labels] if soft is None else soft.astype(np.float32)
+        logs = self.model.train_on_batch(x, target, sample_weight=w / w.mean(),
                                          return_dict=True)
         return float(logs["loss"]), int(round(float(logs["accuracy"]) * len(labels)))
 

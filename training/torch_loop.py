@@ -133,6 +133,18 @@ def start_model(name: str, weights: str | None) -> tuple[LesionNet, str]:
     return build_torch(name, weights)
 
 
+def soft_loss(logits: torch.Tensor, targets: torch.Tensor, labels: torch.Tensor, criterion: nn.CrossEntropyLoss
+              ) -> torch.Tensor:
+    """Cross-entropy towards (N, 2) probability targets, with `criterion`'s label smoothing and class
+    weights (each class's share of a target weighted by that class's weight) and normalised by the
+    labels' weights as `criterion` does for class labels: one-hot targets give exactly its loss."""
+    eps = criterion.label_smoothing
+    targets = targets * (1.0 - eps) + eps / targets.shape[1]
+    w = criterion.weight if criterion.weight is not None else torch.ones(targets.shape[1], device=logits.device)
+    per_photo = -(targets * w * torch.log_softmax(logits, dim=1)).sum(1)
+    return per_photo.sum() / w[labels].sum()
+
+
 class TorchBackend:
     """One run's model, optimizer and checkpoints in PyTorch (see `training.driver.Backend`)."""
 
@@ -199,13 +211,15 @@ class TorchBackend:
     def inputs(self, images: np.ndarray, generator) -> torch.Tensor:
         return train_batch(images, generator, self.cfg, self.torch_device, self.channels_last)
 
-    def train_step(self, x: torch.Tensor, labels: np.ndarray, lr: float) -> tuple[float, int]:
+    def train_step(self, x: torch.Tensor, labels: np.ndarray, lr: float, soft: np.ndarray | None = None
+                   ) -> tuple[float, int]:
         dev, opt = self.torch_device, self.optimizer
         y = torch.from_numpy(labels).to(dev)
         set_lrs(opt, lr, self.frozen)
         with torch.autocast(dev.type, dtype=self.amp[1], enabled=self.amp[0]):
             logits = self.ddp_model(x)
-            loss = self.criterion(logits.float(), y)
+            loss = (self.criterion(logits.float(), y) if soft is None
+                    else soft_loss(logits.float(), torch.from_numpy(soft).to(dev), y, self.criterion))
         if not torch.isfinite(loss):  # the driver names the epoch and step
             return float(loss.item()), 0
         opt.zero_grad(set_to_none=True)

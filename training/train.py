@@ -25,7 +25,7 @@ from .rundir import RunWriter, StopFlag, create_run_dir, read_json
 
 # Bounds keep a typo from launching a week-long or instantly-diverging run.
 LIMITS = {"epochs": (1, 1000), "image_size": (32, 512), "batch_size": (1, 1024), "lr": (1e-7, 1.0),
-          "val_fraction": (0.01, 0.9)}
+          "val_fraction": (0.01, 0.9), "distill_weight": (1e-6, 0.5)}
 OPTIONAL_LIMITS = {"time_limit": (1e-3, 60 * 24 * 14), "colour_constancy_p": (1.0, 20.0)}
 
 
@@ -77,6 +77,11 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
                    help="training augmentations: default | none | name=p,... with names "
                         f"{', '.join(AUGMENT_DEFAULTS)} and p the share of images each touches "
                         "(e.g. rim=0 turns the dark rim off); the driver passes them on to data.train_batch")
+    p.add_argument("--distill", default=None, metavar="TEACHER",
+                   help="knowledge distillation: train partly towards this model's answers (a model name for its "
+                        "shipped weights, or a checkpoint with its card); see training/distill.py")
+    p.add_argument("--distill-weight", type=float, default=0.5,
+                   help="the teacher's share of each target, above 0 and at most 0.5 (default 0.5)")
     return p
 
 
@@ -123,6 +128,13 @@ def resolve_args(ns: argparse.Namespace) -> dict[str, Any]:
             raise UsageError(f"--{key.replace('_', '-')} must be between {lo} and {hi}, not {v}")
     if cfg["weights"] not in ("imagenet", "none") and not Path(cfg["weights"]).is_file():
         raise UsageError(f"--weights {cfg['weights']}: no such file (use imagenet, none or a path)")
+    if cfg["distill"]:
+        from .distill import DistillError, resolve_teacher
+
+        try:
+            resolve_teacher(cfg["distill"])
+        except DistillError as exc:
+            raise UsageError(str(exc)) from None
     if s.framework == "keras" and cfg["weights"] == "imagenet":
         raise UsageError("keras_cnn has no ImageNet weights; use --weights none (from scratch) or a .keras file")
     if s.framework == "keras" and cfg["weights"] != "none" and Path(cfg["weights"]).suffix != ".keras":
