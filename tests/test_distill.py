@@ -22,6 +22,7 @@ from training.distill import TEACHER_FILE, soft_targets
 from training.rundir import read_json
 from training.synthetic import write_dataset
 from training.torch_loop import soft_loss
+from training.train import main
 
 ROOT = Path(__file__).resolve().parent.parent
 SIZE = 48
@@ -103,13 +104,13 @@ def test_a_resumed_run_reads_the_teachers_answers_back(data, teacher, tmp_path):
     assert card["training"]["distillation"]["teacher_train_agreement"] == pytest.approx((labels == 1).mean(), abs=1e-4)
 
 
-def test_a_teacher_that_cannot_be_used_is_one_error_line(data, teacher, tmp_path):
+def test_a_teacher_that_cannot_be_used_is_one_error_line(data, teacher, tmp_path, capsys):
     lone = tmp_path / "lone.pt"
     lone.write_bytes(teacher.read_bytes())  # a checkpoint without its card
     for extra, words in ((["--distill", "no_such_model"], "neither a model"),
                          (["--distill", str(lone)], "no model card"),
                          (["--distill", str(teacher), "--distill-weight", "0.8"], "--distill-weight must be")):
-        proc = cli(*train_args("torch_cnn", data, tmp_path / "never", *extra))
-        assert proc.returncode == 2, proc.stderr
-        assert words in proc.stderr and "Traceback" not in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
+        assert main(train_args("torch_cnn", data, tmp_path / "never", *extra)) == 2
+        err = capsys.readouterr().err
+        assert words in err and len(err.strip().splitlines()) == 1 and err.startswith("error: ")
     assert not (tmp_path / "never").exists()
