@@ -49,6 +49,9 @@ def _training(card: dict) -> str:
     for key, label in (("batch_size", "batch"), ("lr", "lr"), ("device_used", "on")):
         if t.get(key) not in (None, ""):
             bits.append(f"{label} {t[key]}")
+    kd = t.get("distillation") or {}
+    if kd.get("teacher") in MODEL_NAMES:
+        bits.append(f"distilled from {spec(kd['teacher']).display} (its answers {kd.get('weight', 0.5):.0%} of each target)")
     if card.get("trained_at"):
         bits.append(str(card["trained_at"])[:10])
     return ", ".join(bits)

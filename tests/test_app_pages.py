@@ -492,6 +492,18 @@ def test_about_shows_cards_provenance_and_limits(weights):
                                             "What the heatmap does and does not mean"}
 
 
+def test_about_names_the_teacher_of_a_distilled_model(tmp_path, monkeypatch):
+    from models.registry import read_card, write_card
+
+    wdir = make_weights(tmp_path, {"torch_cnn": 0.5})
+    card = read_card(wdir / "torch_cnn.json")
+    card["training"] = dict(card.get("training") or {}, distillation={"teacher": "efficientnet_lite0", "weight": 0.5})
+    write_card(wdir / "torch_cnn.json", card)
+    monkeypatch.setenv("LESION_LENS_WEIGHTS_DIR", str(wdir))
+    table = app("pages/about.py").table[0].value
+    rows = dict(zip(table.iloc[:, 0], table["PyTorch CNN"]))
+    assert "distilled from EfficientNet-Lite0 (its answers 50% of each target)" in rows["training"]
+
 
 def test_threshold_with_more_decimals_than_the_slider(tmp_path, monkeypatch):
     # A card threshold of 0.524678 shows as 0.525 on the slider; left there, the page uses the exact
