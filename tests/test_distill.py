@@ -72,7 +72,7 @@ def test_soft_loss_of_one_hot_targets_is_the_criterions_loss():
     assert soft_loss(logits, own, labels, nn.CrossEntropyLoss()) < soft_loss(logits, 1 - own, labels, nn.CrossEntropyLoss())
 
 
-@pytest.mark.parametrize("model", ["torch_cnn", "keras_cnn"])
+@pytest.mark.parametrize("model", ["torch_cnn", pytest.param("keras_cnn", marks=pytest.mark.slow)])
 def test_each_framework_trains_towards_the_teachers_answers_on_its_training_photos(model, data, teacher, tmp_path):
     out = tmp_path / "run"
     proc = cli(*train_args(model, data, out, "--distill", str(teacher), "--distill-weight", "0.3"))
@@ -89,6 +89,7 @@ def test_each_framework_trains_towards_the_teachers_answers_on_its_training_phot
     assert info["teacher_train_agreement"] == pytest.approx(agree, abs=1e-4)
 
 
+@pytest.mark.slow
 def test_a_resumed_run_reads_the_teachers_answers_back(data, teacher, tmp_path):
     out = tmp_path / "run"
     assert cli(*train_args("torch_cnn", data, out, "--distill", str(teacher))).returncode == 0
