@@ -15,6 +15,7 @@ from typing import Callable
 import numpy as np
 
 from models.loader import find_card, load_classifier
+from models.preprocess import to_model_size
 from models.registry import MODEL_NAMES
 
 TEACHER_FILE = "teacher.npz"
@@ -43,12 +44,12 @@ def resolve_teacher(teacher: str) -> tuple[str, str | None]:
 
 
 def resize_batch(images: np.ndarray, size: int) -> np.ndarray:
-    """uint8 NxHxWx3 -> NxSxSx3 (bilinear), unchanged when already that size."""
+    """uint8 NxHxWx3 -> NxSxSx3 as inference sizes a photo (`to_model_size`), unchanged when already that size."""
     if images.shape[1:3] == (size, size):
         return images
     from PIL import Image
 
-    return np.stack([np.asarray(Image.fromarray(im).resize((size, size), Image.BILINEAR)) for im in images])
+    return np.stack([to_model_size(Image.fromarray(im), size) for im in images])
 
 
 def teacher_probs(teacher: str, images: np.ndarray, log: Callable[[str], None] = print) -> tuple[np.ndarray, dict]:
