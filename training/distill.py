@@ -9,6 +9,7 @@ The probabilities are kept in the run directory (`teacher.npz`), so a resumed ru
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Callable
 
@@ -90,15 +91,12 @@ def run_targets(cfg: dict, images: np.ndarray, labels: np.ndarray, log: Callable
         try:
             with np.load(cache, allow_pickle=False) as z:
                 if len(z["probs"]) == len(images) and str(z["teacher"]) == str(teacher):
-                    probs = z["probs"]
-                    info = {k: (v.item() if v.ndim == 0 else v.tolist()) for k, v in z.items() if k.startswith("info_")}
-                    info = {k[5:]: v for k, v in info.items()}
+                    probs, info = z["probs"], json.loads(str(z["info"]))
         except (OSError, ValueError, KeyError):
             probs = None
     if probs is None:
         probs, info = teacher_probs(teacher, images, log)
-        np.savez(cache, probs=probs, teacher=str(teacher),
-                 **{f"info_{k}": ("" if v is None else v) for k, v in info.items()})
+        np.savez(cache, probs=probs, teacher=str(teacher), info=json.dumps(info))
     weight = float(cfg.get("distill_weight", 0.5))
     thr = float(info.get("teacher_threshold", 0.5))
     agree = float(((probs >= thr) == (labels == 1)).mean()) if len(labels) else float("nan")
