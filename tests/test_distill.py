@@ -89,6 +89,26 @@ def test_each_framework_trains_towards_the_teachers_answers_on_its_training_phot
     assert info["teacher_train_agreement"] == pytest.approx(agree, abs=1e-4)
 
 
+def test_a_teacher_of_another_size_sees_the_photos_at_its_own_size(tmp_path):
+    # the shipped EfficientNet-Lite0 (128 px) teaches a torch_cnn trained at 48 px
+    data = write_dataset(tmp_path / "photos", per_class=10, size=128, seed=3)
+    out = tmp_path / "run"
+    proc = cli(*train_args("torch_cnn", data, out, "--distill", "efficientnet_lite0"))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    clf = load_classifier("efficientnet_lite0")
+    assert read_json(out / "card.json")["training"]["distillation"]["teacher_image_size"] == clf.image_size == 128
+    with np.load(out / TEACHER_FILE) as z:
+        probs = z["probs"]
+    # up to the resampling, the answers the teacher gives the same photos loaded at its own size ...
+    own = clf.predict_batch(load_split([str(data)], clf.image_size).train.images)
+    assert own.std() > 0.1  # (a teacher that tells the photos apart, or this test could not fail)
+    err = np.abs(probs - own).mean()
+    assert err < 0.15, err
+    # ... and not those it gives the student's 48 px photos fed as they are
+    raw = clf.predict_batch(load_split([str(data)], SIZE).train.images)
+    assert np.abs(raw - own).mean() > 2 * err
+
+
 @pytest.mark.slow
 def test_a_resumed_run_reads_the_teachers_answers_back(data, teacher, tmp_path):
     out = tmp_path / "run"
