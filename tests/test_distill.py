@@ -18,9 +18,9 @@ from PIL import Image
 from torch import nn
 
 from models.loader import load_classifier
-from models.preprocess import to_model_size
+from models.preprocess import prepare, to_model_size
 from training.data import load_split
-from training.distill import TEACHER_FILE, soft_targets
+from training.distill import TEACHER_FILE, at_size, resize_batch, soft_targets
 from training.rundir import read_json
 from training.synthetic import write_dataset
 from training.torch_loop import soft_loss
@@ -91,25 +91,41 @@ def test_each_framework_trains_towards_the_teachers_answers_on_its_training_phot
     assert info["teacher_train_agreement"] == pytest.approx(agree, abs=1e-4)
 
 
-def test_a_teacher_of_another_size_sees_the_photos_at_its_own_size(tmp_path):
+def test_a_teacher_of_another_size_reads_each_file_at_its_own_size(tmp_path):
     # the shipped EfficientNet-Lite0 (its card's size, 160 px) teaches a torch_cnn trained at 48 px
     clf = load_classifier("efficientnet_lite0")
     data = write_dataset(tmp_path / "photos", per_class=10, size=clf.image_size, seed=3)
     out = tmp_path / "run"
     proc = cli(*train_args("torch_cnn", data, out, "--distill", "efficientnet_lite0"))
     assert proc.returncode == 0, proc.stderr[-3000:]
-    assert read_json(out / "card.json")["training"]["distillation"]["teacher_image_size"] == clf.image_size != SIZE
+    info = read_json(out / "card.json")["training"]["distillation"]
+    assert info["teacher_image_size"] == clf.image_size != SIZE
     with np.load(out / TEACHER_FILE) as z:
         probs = z["probs"]
-    # the answers the app gives each of the student's 48 px photos (sized by to_model_size, as any upload is) ...
-    small = load_split([str(data)], SIZE).train.images
-    expected = clf.predict_batch(np.stack([to_model_size(Image.fromarray(im), clf.image_size) for im in small]))
-    assert np.allclose(probs, expected, atol=1e-5)
-    # ... close to those it gives the same photos loaded at its own size, and not the 48 px photos fed as they are
+    # the answers the app gives each training file, sized for the teacher (as an upload is) ...
     own = clf.predict_batch(load_split([str(data)], clf.image_size).train.images)
     assert own.std() > 0.1  # (a teacher that tells the photos apart, or this test could not fail)
-    assert np.abs(probs - own).mean() < 0.15
-    assert np.abs(clf.predict_batch(small) - expected).mean() > 0.03
+    assert np.allclose(probs, own, atol=1e-5)
+    assert info["teacher_input"] == f"{len(own)} of {len(own)} training files decoded at {clf.image_size} px"
+    # ... not those for the student's 48 px photos scaled up, nor for them fed as they are
+    small = load_split([str(data)], SIZE).train.images
+    upscaled = clf.predict_batch(np.stack([to_model_size(Image.fromarray(im), clf.image_size) for im in small]))
+    assert np.abs(upscaled - own).max() > 1e-3
+    assert np.abs(clf.predict_batch(small) - own).mean() > 0.03
+
+
+def test_a_training_file_gone_since_loading_is_answered_from_the_photo_in_memory(tmp_path):
+    photos = np.random.default_rng(0).integers(0, 256, (3, 48, 48, 3), dtype=np.uint8)
+    big = np.random.default_rng(1).integers(0, 256, (64, 64, 3), dtype=np.uint8)
+    Image.fromarray(big).save(tmp_path / "a.png")
+    (tmp_path / "broken.png").write_bytes(b"not an image")
+    paths = [str(tmp_path / "a.png"), str(tmp_path / "missing.png"), str(tmp_path / "broken.png")]
+    out, decoded = at_size(photos, 32, paths)
+    assert decoded == 1 and out.shape == (3, 32, 32, 3)
+    assert np.array_equal(out[0], prepare((tmp_path / "a.png").read_bytes(), 32))
+    assert np.array_equal(out[1:], resize_batch(photos[1:], 32))
+    # photos already at the size are used as they are, files or not
+    assert at_size(photos, 48, paths)[1] == 0 and at_size(photos, 48, paths)[0] is photos
 
 
 @pytest.mark.slow

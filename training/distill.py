@@ -4,7 +4,10 @@
 teacher once over the training photos, unaugmented, and trains towards
 `(1 - w) * label + w * teacher` (`--distill-weight w`). The teacher sees the clean photo while the
 student sees the augmented one, so the target also says "a dark rim or a blue cast changes nothing".
-The probabilities are kept in the run directory (`teacher.npz`), so a resumed run does not recompute them.
+A teacher of another image size answers each training file decoded again at its own size, as the app
+sizes an upload for it (not the student's smaller photo scaled up); a file that can no longer be read
+falls back to the student's photo. The probabilities are kept in the run directory (`teacher.npz`), so
+a resumed run does not recompute them.
 """
 
 from __future__ import annotations
@@ -16,7 +19,7 @@ from typing import Callable
 import numpy as np
 
 from models.loader import find_card, load_classifier
-from models.preprocess import to_model_size
+from models.preprocess import ImageError, prepare, to_model_size
 from models.registry import MODEL_NAMES
 
 TEACHER_FILE = "teacher.npz"
@@ -53,8 +56,25 @@ def resize_batch(images: np.ndarray, size: int) -> np.ndarray:
     return np.stack([to_model_size(Image.fromarray(im), size) for im in images])
 
 
-def teacher_probs(teacher: str, images: np.ndarray, log: Callable[[str], None] = print) -> tuple[np.ndarray, dict]:
-    """The teacher's calibrated P(malignant) for each uint8 photo (N,), and what the card records of it."""
+def at_size(images: np.ndarray, size: int, paths: list[str] | None = None) -> tuple[np.ndarray, int]:
+    """The photos at `size` px: each file decoded again at that size when the photos in memory have
+    another (`paths`, one per photo), else the photo itself resized. Also how many came from their files."""
+    if images.shape[1:3] == (size, size) or not paths:
+        return resize_batch(images, size), 0
+    out, decoded = [], 0
+    for im, path in zip(images, paths):
+        try:
+            out.append(prepare(Path(path).read_bytes(), size))
+            decoded += 1
+        except (ImageError, OSError):
+            out.append(resize_batch(im[None], size)[0])
+    return np.stack(out), decoded
+
+
+def teacher_probs(teacher: str, images: np.ndarray, log: Callable[[str], None] = print,
+                  paths: list[str] | None = None) -> tuple[np.ndarray, dict]:
+    """The teacher's calibrated P(malignant) for each uint8 photo (N,), and what the card records of it.
+    `paths` (the photos' files, in order) let a teacher of another size read each file at its own size."""
     name, checkpoint = resolve_teacher(teacher)
     try:
         clf = load_classifier(name, checkpoint)
@@ -62,12 +82,18 @@ def teacher_probs(teacher: str, images: np.ndarray, log: Callable[[str], None] =
         raise DistillError(f"--distill {teacher}: {exc}") from None
     size = clf.image_size
     log(f"distillation: {name} ({checkpoint or 'shipped weights'}) over {len(images)} training photos at {size} px")
-    probs = np.concatenate([clf.predict_batch(resize_batch(images[i:i + BATCH], size))
-                            for i in range(0, len(images), BATCH)]) if len(images) else np.zeros(0)
+    probs, decoded = [], 0
+    for i in range(0, len(images), BATCH):
+        batch, n = at_size(images[i:i + BATCH], size, None if paths is None else paths[i:i + BATCH])
+        probs.append(clf.predict_batch(batch))
+        decoded += n
+    probs = np.concatenate(probs) if probs else np.zeros(0)
     val = clf.card.get("validation") or {}
     info = {"teacher": name, "checkpoint": checkpoint or "shipped", "teacher_image_size": int(size),
             "teacher_threshold": float(clf.threshold),
-            "teacher_val_auc": val.get("auc"), "teacher_trained_at": clf.card.get("trained_at")}
+            "teacher_val_auc": val.get("auc"), "teacher_trained_at": clf.card.get("trained_at"),
+            "teacher_input": (f"{decoded} of {len(images)} training files decoded at {size} px" if decoded
+                              else f"the training photos at {size} px")}
     return probs.astype(np.float32), info
 
 
@@ -78,10 +104,10 @@ def soft_targets(labels: np.ndarray, probs: np.ndarray, weight: float) -> np.nda
     return (1.0 - weight) * onehot + weight * teacher
 
 
-def run_targets(cfg: dict, images: np.ndarray, labels: np.ndarray, log: Callable[[str], None] = print
-                ) -> tuple[np.ndarray | None, dict | None]:
+def run_targets(cfg: dict, images: np.ndarray, labels: np.ndarray, log: Callable[[str], None] = print,
+                paths: list[str] | None = None) -> tuple[np.ndarray | None, dict | None]:
     """The run's soft targets (None without --distill), read from the run directory when a resumed
-    run already computed them for the same photos."""
+    run already computed them for the same photos. `paths`: the photos' files (see `teacher_probs`)."""
     teacher = cfg.get("distill")
     if not teacher:
         return None, None
@@ -95,7 +121,7 @@ def run_targets(cfg: dict, images: np.ndarray, labels: np.ndarray, log: Callable
         except (OSError, ValueError, KeyError):
             probs = None
     if probs is None:
-        probs, info = teacher_probs(teacher, images, log)
+        probs, info = teacher_probs(teacher, images, log, paths)
         np.savez(cache, probs=probs, teacher=str(teacher), info=json.dumps(info))
     weight = float(cfg.get("distill_weight", 0.5))
     thr = float(info.get("teacher_threshold", 0.5))

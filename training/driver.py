@@ -311,7 +311,8 @@ class Run:
 
             writer.update(message="distillation: the teacher's answers on the training photos")
             try:
-                self.soft, cfg["distillation"] = run_targets(cfg, split.train.images, split.train.labels, writer.log)
+                self.soft, cfg["distillation"] = run_targets(cfg, split.train.images, split.train.labels, writer.log,
+                                                             split.train.paths)
             except DistillError as exc:
                 raise TrainingFailed(str(exc)) from None
         writer.log(f"device: {b.device}; init: {b.init}; {b.summary}; "
