@@ -275,8 +275,9 @@ def test_resume_restores_optimizer_state(finished_run, dataset):
 
 
 def test_a_fine_tune_starts_from_a_keras_file(finished_run, dataset, tmp_path):
-    """--weights PATH.keras: the run's model starts with that file's weights (at its image size);
-    another size, a non-.keras file or 'imagenet' are refused with a clear message."""
+    """--weights PATH.keras: the run's model starts with that file's weights (at the run's image size,
+    whatever size the file took); a model of other layers, a non-.keras file or 'imagenet' are refused
+    with a clear message."""
     from training.data import load_split
     from training.keras_loop import KerasBackend
     from training.rundir import read_json
@@ -295,8 +296,16 @@ def test_a_fine_tune_starts_from_a_keras_file(finished_run, dataset, tmp_path):
         np.testing.assert_array_equal(a, b)
     assert any(not np.array_equal(a, c) for a, c in zip(saved.get_weights(), fresh.get_weights()))
     assert int(backend.optimizer.iterations.numpy()) == 0  # new moments: a fine-tune, not a resume
-    with pytest.raises(ValueError, match=f"takes {SIZE} px images, not 96 px"):
-        KerasBackend(dict(cfg, image_size=96), load_split(cfg["data"], 96, cfg["val_fraction"], cfg["seed"]), print)
+    # at another size: the same weights in a model built at the run's size (the CNN pools globally)
+    other = KerasBackend(dict(cfg, image_size=96), load_split(cfg["data"], 96, cfg["val_fraction"], cfg["seed"]),
+                         print)
+    assert other.model.input_shape[1:3] == (96, 96)
+    for a, b in zip(saved.get_weights(), other.model.get_weights()):
+        np.testing.assert_array_equal(a, b)
+    narrow = tmp_path / "narrow.keras"
+    build_keras_cnn(SIZE, widths=(16, 32, 64, 128)).save(narrow)
+    with pytest.raises(ValueError, match="is not a keras_cnn this version builds"):
+        KerasBackend(dict(cfg, weights=str(narrow)), split, print)
     for weights, message in ((str(finished_run / "card.json"), "starts from a .keras file"),
                              ("imagenet", "has no ImageNet weights")):
         with pytest.raises(UsageError, match=message):

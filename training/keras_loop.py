@@ -98,16 +98,18 @@ def restore_optimizer(new: keras.optimizers.Optimizer, old: keras.optimizers.Opt
 
 def start_model(cfg: dict) -> keras.Model:
     """A new run's model: built afresh (--weights none), or the weights of a saved .keras model (a
-    fine-tune; its input size must be the run's)."""
+    fine-tune). The saved model may take another image size: the CNN pools globally, so its weights
+    fit a model built at the run's size (a model of other layers is refused)."""
     size = int(cfg["image_size"])
     if cfg.get("weights") in (None, "none"):
         return build_keras_cnn(size)
     saved = keras.saving.load_model(cfg["weights"], safe_mode=True, compile=False)
-    if tuple(saved.input_shape[1:3]) != (size, size):
-        raise ValueError(f"{cfg['weights']} takes {saved.input_shape[1]} px images, not {size} px: "
-                         f"pass --image-size {saved.input_shape[1]}")
     model = build_keras_cnn(size)
-    model.set_weights(saved.get_weights())  # the same layers, in the same order (a model it built)
+    theirs, ours = saved.get_weights(), model.get_weights()
+    if len(theirs) != len(ours) or any(a.shape != b.shape for a, b in zip(theirs, ours)):
+        raise ValueError(f"{cfg['weights']} is not a keras_cnn this version builds: its layers' weights "
+                         f"do not fit ({len(theirs)} arrays against {len(ours)})")
+    model.set_weights(theirs)  # the same layers, in the same order (a model it built)
     return model
 
 
