@@ -266,3 +266,19 @@ def test_the_deletion_check_tells_a_map_on_the_evidence_from_one_beside_it():
     assert 0.3 < right["random"] == wrong["random"] < right["heatmap"]  # same seed, same blobs
     # the label's sign: for a 'benign' answer the same blur raises the log-odds of malignant, i.e. a drop
     assert checks.deletion_drop(_TopLeftTexture(), imgs, [on] * 6, -signs)["heatmap"] < -0.8 * base
+
+
+def test_patches_paint_solid_cells_off_the_centre_and_are_off_by_default():
+    assert AUGMENT_DEFAULTS["patches"] == 0.0  # a run turns them on; older runs' settings stay as they were
+    x = torch.full((16, 3, 64, 64), 128.0)
+    only = {k: (1.0 if k == "patches" else 0.0) for k in AUGMENT_DEFAULTS}
+    y = augment(x, torch.Generator().manual_seed(3), only)
+    changed = (y != x).any(dim=1)  # (n, h, w)
+    assert changed.flatten(1).any(dim=1).all()  # every image got a block
+    assert not changed[:, 24:40, 24:40].any()  # never over the centre
+    share = changed.flatten(1).float().mean(dim=1)
+    assert float(share.min()) > 0.005 and float(share.max()) < 0.15
+    # solid cells: few distinct colours per image, each a flat patch of pixels
+    for img, m in zip(y, changed):
+        colours = {tuple(c) for c in img.permute(1, 2, 0)[m].round().int().tolist()}
+        assert 1 <= len(colours) <= 18

@@ -14,7 +14,11 @@ every class every camera look:
 - ``blur``: Gaussian blur (focus);
 - ``rescale_jpeg``: random down-and-up scaling with JPEG re-compression (the sources differ in
   resolution and compression);
-- ``hair``: dark hair-like curves.
+- ``hair``: dark hair-like curves;
+- ``patches``: a block of solid-coloured cells (1-3 rows of 1-6) off the centre, near an edge or a
+  corner, as stickers, rulers and colour-calibration charts appear in clinic photos (off by default;
+  a run that turns it on records it, and `training.checks`' colour-chart probe is then no longer a
+  look the model never saw).
 
 Each takes a probability per image (0 turns it off); `AUGMENT_DEFAULTS` is what the shipped models
 were trained with, and the run's config and model card record the values used. All of it runs on a
@@ -36,6 +40,7 @@ AUGMENT_DEFAULTS: dict[str, float] = {
     "blur": 0.25,
     "rescale_jpeg": 0.5,
     "hair": 0.3,
+    "patches": 0.0,
 }
 # Zoom range, as the scale of the sampled area relative to the photo (log-uniform): < 1 zooms in,
 # > 1 zooms out (the lesion becomes a smaller part of the frame).
@@ -209,8 +214,36 @@ def _hair(x: torch.Tensor, r: _Rand) -> torch.Tensor:
     return x * (1 - mask) + colour * mask
 
 
-STEPS = (("geometry", _geometry), ("hair", _hair), ("rim", _rim), ("blur", _blur), ("colour", _colour),
-         ("rescale_jpeg", _rescale_jpeg))
+def _patches(x: torch.Tensor, r: _Rand) -> torch.Tensor:
+    """Each image gets one block of rows x cols solid cells of random colours, 12-35 % of the side
+    across, placed against a random edge or corner (never over the centre, where the lesion is)."""
+    n, _, h, w = x.shape
+    out = x.clone()
+    for i in range(n):
+        bw = max(2, int(w * float(r(1, lo=0.12, hi=0.35))))
+        bh = max(2, int(h * float(r(1, lo=0.08, hi=0.3))))
+        rows, cols = int(r(1, lo=1, hi=4).floor().clamp(max=3)), int(r(1, lo=1, hi=7).floor().clamp(max=6))
+        margin_y, margin_x = int(h * 0.04 * float(r(1))), int(w * 0.04 * float(r(1)))
+        top = float(r(1)) < 0.5
+        y0 = margin_y if top else h - bh - margin_y
+        x0 = int((w - bw) * float(r(1)))
+        if float(r(1)) < 0.5:  # against a side instead: swap the roles of the two axes
+            left = float(r(1)) < 0.5
+            x0 = margin_x if left else w - bw - margin_x
+            y0 = int((h - bh) * float(r(1)))
+        colours = r(rows * cols, 3, lo=0.0, hi=255.0)
+        for k in range(rows * cols):
+            rr, cc = divmod(k, cols)
+            ys = slice(y0 + rr * bh // rows, y0 + (rr + 1) * bh // rows)
+            xs = slice(x0 + cc * bw // cols, x0 + (cc + 1) * bw // cols)
+            out[i, :, ys, xs] = colours[k].view(3, 1, 1)
+    return out
+
+
+# Patches after the geometry (they stay off the centre) and before the camera's own looks (a rim, blur,
+# a colour cast and compression touch them as they touch the skin).
+STEPS = (("geometry", _geometry), ("hair", _hair), ("patches", _patches), ("rim", _rim), ("blur", _blur),
+         ("colour", _colour), ("rescale_jpeg", _rescale_jpeg))
 
 
 def augment(batch: torch.Tensor, generator: torch.Generator | None = None, settings: dict | None = None
