@@ -199,7 +199,7 @@ st.markdown(
     "- It **does** show what the model relied on: if it lights up a ruler, a hair, an ink mark or the dark "
     "corner of a dermoscope, the model is using a shortcut rather than the lesion.\n"
     "- It **does not** show where the disease is. It is not a segmentation, it is coarse (one cell per 8×8 "
-    "pixels of the model's input for the two small CNNs, 16×16 cells at 128 px; for DenseNet161 and "
+    "pixels of the model's input for the two small CNNs, 16×16 cells at 128 px, 20×20 at 160 px; for DenseNet161 and "
     "EfficientNet-Lite0 one per 16×16 with Layer-CAM (8×8 cells at 128 px, 10×10 at 160 px), and one per 32×32 "
     "with the other methods (4×4 and 5×5 cells); scaled up), and it is normalised per photo: red means "
     "“strongest in *this* photo”, not “strong”.\n"
