@@ -6,8 +6,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from training.metrics import (TARGET_SENSITIVITY, binary_metrics, calibration_bins, choose_threshold, roc_auc,
-                              roc_points)
+from training.metrics import (TARGET_SENSITIVITY, binary_metrics, calibration_bins, choose_threshold, platt_gap,
+                              roc_auc, roc_points)
 
 
 def brute_force_threshold(y, p, target=TARGET_SENSITIVITY) -> float:
@@ -53,3 +53,17 @@ def test_calibration_bins_and_ece_by_hand():
     assert cal["mean_prob"][2] is None and cal["frac_malignant"][2] is None
     gaps = [(1, 0.05), (2, abs(0.15 - 0.5)), (1, 0.15), (2, abs(0.95 - 0.5))]
     assert cal["ece"] == pytest.approx(sum(n * g for n, g in gaps) / 6)
+
+
+def test_platt_gap_sees_a_shift_a_temperature_cannot_undo():
+    rng = np.random.default_rng(0)
+    y = (rng.random(3000) < 0.25).astype(int)
+    x = np.where(y == 1, 1.0, -1.0) + rng.normal(0, 1.2, len(y))  # a score; each class Gaussian around +-1
+    true_logit = np.log(0.25 / 0.75) + 2 * x / 1.2 ** 2  # the posterior log-odds of such a score
+    calibrated = 1 / (1 + np.exp(-true_logit))
+    shifted = 1 / (1 + np.exp(-(true_logit / 3 + 1.5)))  # squashed and pushed towards class 1
+    good, bad = platt_gap(y, calibrated), platt_gap(y, shifted)
+    assert good["ece"] < 0.05 and abs(good["ece_platt_in_sample"] - good["ece"]) < 0.03
+    assert bad["ece"] > 0.2 and bad["ece_platt_in_sample"] < 0.05  # a scale and a bias bring it back
+    assert bad["scale"] == pytest.approx(3, rel=0.25) and bad["bias"] < -3  # the inverse of the distortion
+    assert platt_gap(np.zeros(10, int), np.full(10, 0.3)) is None  # one class: nothing to fit

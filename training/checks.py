@@ -42,7 +42,7 @@ from models.familiarity import Familiarity, accuracy_split
 from models.registry import MODEL_NAMES
 
 from .evaluate import predict_images
-from .metrics import binary_metrics
+from .metrics import binary_metrics, platt_gap
 
 PROBES = ("dark_rim", "blue_cast", "colour_chart")
 FLIP_LIMIT = 0.10  # the regression test's bound on benign labels flipped by the dark rim
@@ -248,6 +248,7 @@ def run_checks(clf, data: list[str] | None = None, limit: int | None = 400, seed
         "model": clf.name, "threshold": thr, "data": folders, "split_seed": info.get("split_seed", 42),
         "measured_at": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         "validation": _rates(val.labels, p, thr),
+        "calibration": platt_gap(val.labels, p),
         "per_source": per_group(val.labels, p, thr, val.sources),
         "per_folder": per_folder(val.labels, p, thr, val),
         "per_dx": per_dx(p, thr, val.dx),
@@ -289,7 +290,15 @@ def summary_line(r: dict[str, Any]) -> str:
             f"heatmap ({hm['method']}) peak on lesion {hm['peak_on_lesion']:.1%}, mass on lesion "
             f"{hm['mass_on_lesion']:.1%} vs lesion share {hm['lesion_share_of_frame']:.1%} (n={hm['n']}); blurring its hottest "
             f"{hm['log_odds_drop']['share']:.0%} lowers the label's log-odds by {hm['log_odds_drop']['heatmap']:.2f} "
-            f"(random blobs: {hm['log_odds_drop']['random']:.2f})" + (f"\n{familiarity_line(r)}" if r.get("familiarity") else ""))
+            f"(random blobs: {hm['log_odds_drop']['random']:.2f})" + calibration_line(r.get("calibration"))
+            + (f"\n{familiarity_line(r)}" if r.get("familiarity") else ""))
+
+
+def calibration_line(c: dict | None) -> str:
+    if not c:
+        return ""
+    return (f"; calibration: ECE {c['ece']:.3f} with the card's temperature, {c['ece_platt_in_sample']:.3f} with a "
+            f"log-odds scale {c['scale']:.2f} and bias {c['bias']:+.2f} on top (fitted on these photos)")
 
 
 def get_args_parser() -> argparse.ArgumentParser:

@@ -1,4 +1,4 @@
-"""Binary classification metrics, threshold choice and temperature calibration.
+"""Binary classification metrics, threshold choice and temperature calibration (and how much a bias would add).
 
 Probabilities are of the positive class, malignant. A prediction is malignant when
 p >= threshold.
@@ -143,6 +143,26 @@ def calibration_bins(y: np.ndarray, p: np.ndarray, bins: int = 10) -> dict[str, 
     ece = sum(n / len(y) * abs(conf[b] - acc[b]) for b, n in enumerate(count) if n)
     return {"edges": edges.round(3).tolist(), "mean_prob": conf, "frac_malignant": acc,
             "count": [int(n) for n in count], "ece": float(ece)}
+
+
+def platt_gap(y: np.ndarray, p: np.ndarray) -> dict | None:
+    """How much better calibrated these answers would be with a log-odds scale and bias on top (Platt
+    scaling: P = sigmoid(scale * logit(p) + bias), fitted by scikit-learn's logistic regression on the same
+    answers). A temperature alone is the scale without the bias, so it cannot undo a shift of every answer
+    towards one class (as class-weighted training gives). Fitted and scored in-sample: an optimistic
+    bound of what the card's calibration could give. None without both classes."""
+    from sklearn.linear_model import LogisticRegression
+
+    y = np.asarray(y).astype(int)
+    if not _both_classes(y):
+        return None
+    p = np.clip(np.asarray(p, dtype=np.float64), 1e-7, 1 - 1e-7)
+    z = np.log(p / (1 - p)).reshape(-1, 1)
+    fit = LogisticRegression(C=1e6).fit(z, y)
+    refit = fit.predict_proba(z)[:, 1]
+    return {"n": int(len(y)), "ece": calibration_bins(y, p)["ece"],
+            "ece_platt_in_sample": calibration_bins(y, refit)["ece"], "scale": float(fit.coef_[0, 0]),
+            "bias": float(fit.intercept_[0])}
 
 
 def summarize(y: np.ndarray, p: np.ndarray, threshold: float) -> dict:
