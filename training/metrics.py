@@ -151,13 +151,14 @@ def platt_gap(y: np.ndarray, p: np.ndarray) -> dict | None:
     answers). A temperature alone is the scale without the bias, so it cannot undo a shift of every answer
     towards one class (as class-weighted training gives). Fitted and scored in-sample: an optimistic
     bound of what the card's calibration could give. None without both classes."""
+    from scipy.special import logit
     from sklearn.linear_model import LogisticRegression
 
     y = np.asarray(y).astype(int)
     if not _both_classes(y):
         return None
     p = np.clip(np.asarray(p, dtype=np.float64), 1e-7, 1 - 1e-7)
-    z = np.log(p / (1 - p)).reshape(-1, 1)
+    z = logit(p).reshape(-1, 1)
     fit = LogisticRegression(C=1e6).fit(z, y)
     refit = fit.predict_proba(z)[:, 1]
     return {"n": int(len(y)), "ece": calibration_bins(y, p)["ece"],
